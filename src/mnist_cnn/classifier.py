@@ -1,0 +1,81 @@
+"""The LightningModule: cross-entropy training of the CNN, with metrics for every stage."""
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MaxMetric, SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+# Schedulers that span the whole run need its length in optimizer steps, which is
+# known only once fitting starts.
+RUN_LENGTH_ARGUMENT = {
+    "torch.optim.lr_scheduler.OneCycleLR": "total_steps",
+    "torch.optim.lr_scheduler.CosineAnnealingLR": "T_max",
+}
+
+
+class Classifier(L.LightningModule):
+    """Builds the net, optimizer and scheduler from plain config dicts (each with a
+    `_target_`), so a checkpoint carries everything needed to rebuild the model and
+    loads with torch.load(weights_only=True)."""
+
+    def __init__(self, model: dict[str, Any], optimizer: dict[str, Any],
+                 scheduler: dict[str, Any] | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = instantiate(model)
+        num_classes = model.get("num_classes", 10)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+        self.test_images = SumMetric()  # proves each test image was seen once, across ranks
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/acc", self.train_acc, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        # the sanity check's validation pass must not count as a "best" epoch
+        self.val_acc_best.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.val_acc(logits, labels)
+        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=len(labels))
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.test_acc(logits, labels)
+        self.test_images.update(len(labels))
+        self.log("test/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=len(labels))
+        self.log("test/acc", self.test_acc)
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler_config = dict(self.hparams.scheduler)
+        run_length = RUN_LENGTH_ARGUMENT.get(scheduler_config["_target_"])
+        if run_length:
+            scheduler_config[run_length] = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(scheduler_config, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,143 @@
+"""MNIST as a LightningDataModule that serves whole batches by tensor indexing.
+
+The dataset is 55 MB of uint8 pixels: it is loaded once into tensors, and a batch is
+one indexing operation (no per-sample PIL transforms, which would dominate the run
+time of a small CNN). Batches travel as uint8 and are normalised on the device.
+"""
+
+import struct
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mnist_cnn.mnist_files import (
+    TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, MNISTFilesError, ensure_mnist_files,
+    raw_dir_of,
+)
+
+# Mean and standard deviation of the MNIST training pixels, scaled to [0, 1].
+PIXEL_MEAN = 0.1307
+PIXEL_STD = 0.3081
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file (the MNIST format: big-endian header, then uint8 data)."""
+    data = path.read_bytes()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise MNISTFilesError(f"{path} is not a uint8 IDX file")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    values = torch.frombuffer(bytearray(data[4 + 4 * ndim:]), dtype=torch.uint8)
+    if values.numel() != torch.Size(shape).numel():
+        raise MNISTFilesError(f"{path} holds {values.numel()} values, its header promises {shape}")
+    return values.reshape(shape)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 28, 28) -> float (N, 1, 28, 28), standardised like the training set."""
+    return (images.unsqueeze(1).float() / 255 - PIXEL_MEAN) / PIXEL_STD
+
+
+class TensorBatches(Dataset):
+    """Images and labels held in tensors; indexing with a tensor of indices gives a batch."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[indices], self.labels[indices]
+
+
+class IndexBatches(Sampler):
+    """Batches of indices: reshuffled every epoch from `seed`, split across ranks.
+
+    Training (`shuffle`) gives every rank the same number of images by dropping the
+    remainder of the shuffled order; evaluation deals each image to exactly one rank.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices_of_this_rank(self) -> torch.Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+            order = order[: self.size - self.size % self.world_size]
+        else:
+            order = torch.arange(self.size)
+        return order[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self._indices_of_this_rank().split(self.batch_size))
+
+    def __len__(self) -> int:
+        images = len(self._indices_of_this_rank())
+        return -(-images // self.batch_size)
+
+
+class MNISTDataModule(L.LightningDataModule):
+    def __init__(self, data_dir: str, batch_size: int, val_size: int, num_workers: int,
+                 seed: int, md5: Mapping[str, str], redownload: bool = False):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size, self.val_size, self.num_workers = batch_size, val_size, num_workers
+        self.seed, self.md5, self.redownload = seed, dict(md5), redownload
+        self.splits: dict[str, TensorBatches] = {}
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per machine; the others wait for it.
+        ensure_mnist_files(raw_dir_of(self.data_dir), self.md5, self.redownload)
+
+    def setup(self, stage: str) -> None:
+        if self.splits:
+            return
+        raw_dir = raw_dir_of(self.data_dir)
+        train_images, train_labels = read_idx(raw_dir / TRAIN_IMAGES), read_idx(raw_dir / TRAIN_LABELS)
+        if not 0 < self.val_size < len(train_labels):
+            raise ValueError(
+                f"data.val_size={self.val_size} must be between 1 and {len(train_labels) - 1} "
+                f"(the training file holds {len(train_labels)} images)"
+            )
+        order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = order[: self.val_size], order[self.val_size:]
+        self.splits = {
+            "train": TensorBatches(train_images[train_idx], train_labels[train_idx].long()),
+            "val": TensorBatches(train_images[val_idx], train_labels[val_idx].long()),
+            "test": TensorBatches(read_idx(raw_dir / TEST_IMAGES), read_idx(raw_dir / TEST_LABELS).long()),
+        }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = IndexBatches(
+            len(self.splits[split]), self.batch_size, shuffle, self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        # batch_size=None: the sampler already yields whole batches of indices.
+        return DataLoader(self.splits[split], sampler=sampler, batch_size=None,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        return normalize(images), labels

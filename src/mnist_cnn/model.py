@@ -1,0 +1,50 @@
+"""The convolutional network: a stack of conv blocks and one linear classifier."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+IMAGE_SIZE = 28
+MAX_BLOCKS = 4  # each block halves the image: 28 -> 14 -> 7 -> 3 -> 1
+
+
+class CNN(nn.Module):
+    """One block per entry of `channels` (conv, optional batch norm, ReLU, 2x2 max-pool),
+    then optional dropout and a single Linear layer to the classes."""
+
+    def __init__(self, channels: Sequence[int] = (32, 64), kernel_size: int = 3,
+                 num_classes: int = 10, dropout: float = 0.0, batch_norm: bool = False):
+        super().__init__()
+        channels = list(channels)
+        if not 1 <= len(channels) <= MAX_BLOCKS:
+            raise ValueError(f"model.channels={channels} must list 1 to {MAX_BLOCKS} widths, e.g. [32,64]")
+        if any(not isinstance(width, int) or width < 1 for width in channels):
+            raise ValueError(f"model.channels={channels}: every width must be an integer >= 1")
+        if not 1 <= kernel_size <= IMAGE_SIZE or kernel_size % 2 == 0:
+            raise ValueError(f"model.kernel_size={kernel_size} must be odd and between 1 and {IMAGE_SIZE}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.dropout={dropout} must be in [0, 1)")
+        if num_classes < 2:
+            raise ValueError(f"model.num_classes={num_classes} must be at least 2")
+
+        blocks, in_channels, size = [], 1, IMAGE_SIZE
+        for width in channels:
+            blocks += [
+                # "same" padding keeps the size, so only the pooling shrinks the image
+                nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=not batch_norm),
+                nn.BatchNorm2d(width) if batch_norm else nn.Identity(),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            in_channels, size = width, size // 2
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            nn.Linear(in_channels * size * size, num_classes),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) normalised images -> (N, num_classes) logits."""
+        return self.classifier(self.features(images))
