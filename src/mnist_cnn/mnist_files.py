@@ -103,12 +103,17 @@ DEFAULT_SOURCES: dict[str, Source] = {
 @contextmanager
 def machine_lock(folder: Path) -> Iterator[None]:
     """Serialise processes on this machine (parallel sweep jobs, DDP ranks) around a fetch."""
-    with (folder / ".lock").open("w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_file = (folder / ".lock").open("w")
+    except OSError as error:
+        raise MNISTFilesError(
+            f"cannot write to the data folder {folder} ({error.strerror}): "
+            "choose a writable folder with data.data_dir=<path>"
+        ) from error
+    with lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def ensure_mnist_files(
@@ -118,15 +123,8 @@ def ensure_mnist_files(
     sources: Mapping[str, Source] = DEFAULT_SOURCES,
 ) -> None:
     """Make sure every file named in `md5` is in `raw_dir` with that MD5, fetching if needed."""
-    try:
-        raw_dir.mkdir(parents=True, exist_ok=True)
-        with machine_lock(raw_dir):
-            _ensure_locked(raw_dir, md5, redownload, sources)
-    except PermissionError as error:
-        raise MNISTFilesError(
-            f"cannot write to the data folder {raw_dir} ({error.strerror}): "
-            "choose a writable folder with data.data_dir=<path>"
-        ) from error
+    with machine_lock(raw_dir):
+        _ensure_locked(raw_dir, md5, redownload, sources)
 
 
 def _ensure_locked(raw_dir: Path, md5: Mapping[str, str], redownload: bool,

@@ -1,0 +1,110 @@
+"""Shared test helpers: tiny synthetic MNIST-format datasets and `python train.py` runs."""
+
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_cnn.config import PROJECT_ROOT
+from mnist_cnn.mnist_files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+
+
+def write_idx(path: Path, values: torch.Tensor) -> str:
+    """Write a uint8 tensor as an IDX file; returns its MD5."""
+    header = struct.pack(">HBB", 0, 0x08, values.dim()) + struct.pack(f">{values.dim()}I", *values.shape)
+    data = header + values.to(torch.uint8).contiguous().numpy().tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return hashlib.md5(data).hexdigest()
+
+
+def learnable_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy 28x28 images whose label is the position of a bright square: easy to learn."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (count,), generator=generator)
+    images = torch.randint(0, 60, (count, 28, 28), generator=generator)
+    for index, label in enumerate(labels.tolist()):
+        row, col = divmod(label, 5)
+        images[index, 4 + 10 * row:12 + 10 * row, 1 + 5 * col:6 + 5 * col] = 255
+    return images, labels
+
+
+def write_tiny_mnist(raw_dir: Path, train_size: int = 400, test_size: int = 150) -> dict[str, str]:
+    """The four IDX files with tiny learnable data; returns their MD5s by file name."""
+    train_images, train_labels = learnable_digits(train_size, seed=1)
+    test_images, test_labels = learnable_digits(test_size, seed=2)
+    return {
+        TRAIN_IMAGES: write_idx(raw_dir / TRAIN_IMAGES, train_images),
+        TRAIN_LABELS: write_idx(raw_dir / TRAIN_LABELS, train_labels),
+        TEST_IMAGES: write_idx(raw_dir / TEST_IMAGES, test_images),
+        TEST_LABELS: write_idx(raw_dir / TEST_LABELS, test_labels),
+    }
+
+
+@dataclass
+class TinyData:
+    data_dir: Path
+    config_dir: Path  # holds conf/data/tiny.yaml, for `--config-dir`
+    md5: dict[str, str]
+    train_size: int = 400
+    test_size: int = 150
+    val_size: int = 80
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> TinyData:
+    root = tmp_path_factory.mktemp("tiny")
+    data_dir = root / "data"
+    md5 = write_tiny_mnist(data_dir / "MNIST" / "raw")
+    config_dir = root / "conf"
+    (config_dir / "data").mkdir(parents=True)
+    md5_lines = "".join(f"  {name}: {digest}\n" for name, digest in md5.items())
+    (config_dir / "data" / "tiny.yaml").write_text(
+        f"defaults:\n  - mnist\n  - _self_\n\ndata_dir: {data_dir}\nbatch_size: 32\nval_size: 80\nmd5:\n{md5_lines}"
+    )
+    return TinyData(data_dir, config_dir, md5)
+
+
+def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",
+              timeout_s: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python train.py` on the tiny data, as a user types it, logging under `log_dir`."""
+    command = [sys.executable, script, "--config-dir", str(tiny.config_dir), "data=tiny",
+               f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2",
+               "trainer.enable_progress_bar=false", *overrides]
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=timeout_s, env={**os.environ, **(env or {})})
+
+
+def only_run_dir(log_dir: Path) -> Path:
+    """The single run folder a single run created under `log_dir`."""
+    runs = sorted((log_dir / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict]:
+    """The scalars (tag -> [(step, value)]) and the hparams of the event files in `run_dir`."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(run_dir))
+    multiplexer.Reload()
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    hparams: dict = {}
+    for run in multiplexer.Runs():
+        accumulator = multiplexer.GetAccumulator(run)
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+        for tag, content in accumulator.PluginTagToContent("hparams").items():
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("session_start_info"):
+                for name, value in data.session_start_info.hparams.items():
+                    hparams[name] = value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+    return scalars, hparams

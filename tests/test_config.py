@@ -1,0 +1,48 @@
+"""Every option of every config group composes into a config that builds its object."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from mnist_cnn.config import CONFIG_DIR, register_resolvers
+
+GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra_config_dir():
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        yield
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(group, option):
+    cfg = compose("train", overrides=[f"{group}={option}"])
+    node = cfg[group]
+    assert OmegaConf.select(cfg, "seed") == 42
+    if group == "scheduler" and option == "none":
+        assert not node
+    elif group == "callbacks":
+        assert all("_target_" in callback for callback in node.values())
+    else:
+        assert "_target_" in node
+
+
+def test_overrides_users_type_reach_their_keys():
+    cfg = compose("train", overrides=["optimizer.lr=0.01", "optimizer.weight_decay=0.1", "data.batch_size=64",
+                                      "model.channels=[16,32,64]", "model.dropout=0.25",
+                                      "trainer.max_epochs=3", "seed=7"])
+    assert cfg.optimizer.lr == 0.01 and cfg.optimizer.weight_decay == 0.1
+    assert cfg.data.batch_size == 64 and cfg.data.seed == 7
+    assert list(cfg.model.channels) == [16, 32, 64] and cfg.model.dropout == 0.25
+    assert cfg.trainer.max_epochs == 3
+
+
+def test_data_dir_is_absolute_wherever_the_run_starts():
+    cfg = compose("train")
+    assert cfg.data.data_dir == str(CONFIG_DIR.parent / "data")

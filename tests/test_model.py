@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from mnist_cnn.model import CNN
+
+
+@pytest.mark.parametrize("channels", [[8], [8, 16], [8, 16, 32], [4, 8, 16, 32]])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_any_one_to_four_blocks_give_logits_per_class(channels, batch_norm):
+    net = CNN(channels=channels, batch_norm=batch_norm, dropout=0.2)
+    logits = net(torch.randn(5, 1, 28, 28))
+    assert logits.shape == (5, 10)
+
+
+def test_default_is_two_conv_layers_and_one_linear_layer():
+    net = CNN()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [32, 64]
+    assert len(linears) == 1 and linears[0].in_features == 64 * 7 * 7
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"channels": []}, "1 to 4 widths"),
+    ({"channels": [8, 8, 8, 8, 8]}, "1 to 4 widths"),
+    ({"channels": [8, 0]}, "integer >= 1"),
+    ({"kernel_size": 29}, "kernel_size=29"),
+    ({"kernel_size": 4}, "must be odd"),
+    ({"dropout": 1.0}, "dropout=1.0"),
+])
+def test_bad_settings_raise_a_clear_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CNN(**kwargs)

@@ -1,0 +1,64 @@
+"""`python train.py` end to end, as a user runs it, on tiny synthetic data."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import only_run_dir, read_tensorboard, run_train
+from mnist_cnn.classifier import Classifier
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("logs")
+    result = run_train(tiny_data, log_dir, "optimizer.lr=0.003", "model.channels=[8,16]",
+                       "trainer.log_every_n_steps=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run_dir(log_dir), result
+
+
+def test_run_folder_holds_snapshot_metrics_checkpoints_and_events(finished_run):
+    run_dir, _ = finished_run
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    assert metrics["test_images"] == 150 and metrics["world_size"] == 1
+    assert 0.5 < metrics["test/acc"] <= 1.0  # the tiny task is learnable: well above chance
+    assert metrics["test/loss"] > 0 and 0 < metrics["val/acc_best"] <= 1
+
+
+def test_summary_names_accuracy_and_run_folder(finished_run):
+    run_dir, result = finished_run
+    assert "test accuracy" in result.stdout and str(run_dir) in result.stdout
+
+
+def test_checkpoint_loads_with_weights_only_and_rebuilds_the_trained_model(finished_run):
+    best = finished_run[0] / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(best, weights_only=True)
+    assert checkpoint["hyper_parameters"]["model"]["channels"] == [8, 16]
+    classifier = Classifier.load_from_checkpoint(best)
+    assert [m.out_channels for m in classifier.net.features if isinstance(m, torch.nn.Conv2d)] == [8, 16]
+    assert classifier(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_tensorboard_events_hold_scalars_and_hparams(finished_run):
+    run_dir, _ = finished_run
+    scalars, hparams = read_tensorboard(run_dir)
+    for tag in ["train/loss_step", "train/acc_epoch", "val/loss", "val/acc", "val/acc_best",
+                "test/acc", "test/loss"]:
+        assert tag in scalars, sorted(scalars)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert scalars["test/acc"][-1][1] == pytest.approx(metrics["test/acc"])
+    assert hparams["optimizer/lr"] == pytest.approx(0.003)
+    assert hparams["model/channels"] == "[8, 16]"
+    assert hparams["data/batch_size"] == 32 and hparams["optimizer"] == "Adam"
+
+
+def test_scheduler_option_runs_end_to_end(tiny_data, tmp_path):
+    result = run_train(tiny_data, tmp_path, "scheduler=onecycle", "trainer.max_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scalars, _ = read_tensorboard(only_run_dir(tmp_path))
+    assert "lr-Adam" in scalars
