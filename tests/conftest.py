@@ -52,23 +52,28 @@ class TinyData:
     data_dir: Path
     config_dir: Path  # holds conf/data/tiny.yaml, for `--config-dir`
     md5: dict[str, str]
-    train_size: int = 400
-    test_size: int = 150
-    val_size: int = 80
+    train_size: int
+    test_size: int
+    val_size: int
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> TinyData:
-    root = tmp_path_factory.mktemp("tiny")
+def make_tiny_data(root: Path, train_size: int = 400, test_size: int = 150, val_size: int = 80) -> TinyData:
+    """Tiny IDX files under `root/data` and a `data=tiny` config that points at them."""
     data_dir = root / "data"
-    md5 = write_tiny_mnist(data_dir / "MNIST" / "raw")
+    md5 = write_tiny_mnist(data_dir / "MNIST" / "raw", train_size, test_size)
     config_dir = root / "conf"
     (config_dir / "data").mkdir(parents=True)
     md5_lines = "".join(f"  {name}: {digest}\n" for name, digest in md5.items())
     (config_dir / "data" / "tiny.yaml").write_text(
-        f"defaults:\n  - mnist\n  - _self_\n\ndata_dir: {data_dir}\nbatch_size: 32\nval_size: 80\nmd5:\n{md5_lines}"
+        f"defaults:\n  - mnist\n  - _self_\n\ndata_dir: {data_dir}\nbatch_size: 32\n"
+        f"val_size: {val_size}\nmd5:\n{md5_lines}"
     )
-    return TinyData(data_dir, config_dir, md5)
+    return TinyData(data_dir, config_dir, md5, train_size, test_size, val_size)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> TinyData:
+    return make_tiny_data(tmp_path_factory.mktemp("tiny"))
 
 
 def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",

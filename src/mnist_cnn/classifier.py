@@ -32,6 +32,7 @@ class Classifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
         self.test_images = SumMetric()  # proves each test image was seen once, across ranks
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -46,10 +47,6 @@ class Classifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=True, on_epoch=True)
         return loss
 
-    def on_train_start(self) -> None:
-        # the sanity check's validation pass must not count as a "best" epoch
-        self.val_acc_best.reset()
-
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
@@ -58,6 +55,8 @@ class Classifier(L.LightningModule):
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches before training: not an epoch's result
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 

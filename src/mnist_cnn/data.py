@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mnist_cnn.config import ConfigError
 from mnist_cnn.mnist_files import (
     TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, MNISTFilesError, ensure_mnist_files,
     raw_dir_of,
@@ -66,6 +67,7 @@ class IndexBatches(Sampler):
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.skip_batches = 0  # set when resuming mid-epoch; applies to the next pass only
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -80,7 +82,9 @@ class IndexBatches(Sampler):
         return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        return iter(self._indices_of_this_rank().split(self.batch_size))
+        batches = self._indices_of_this_rank().split(self.batch_size)[self.skip_batches:]
+        self.skip_batches = 0
+        return iter(batches)
 
     def __len__(self) -> int:
         images = len(self._indices_of_this_rank())
@@ -95,6 +99,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.batch_size, self.val_size, self.num_workers = batch_size, val_size, num_workers
         self.seed, self.md5, self.redownload = seed, dict(md5), redownload
         self.splits: dict[str, TensorBatches] = {}
+        self.resume_train_batches = 0
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per machine; the others wait for it.
@@ -106,9 +111,14 @@ class MNISTDataModule(L.LightningDataModule):
         raw_dir = raw_dir_of(self.data_dir)
         train_images, train_labels = read_idx(raw_dir / TRAIN_IMAGES), read_idx(raw_dir / TRAIN_LABELS)
         if not 0 < self.val_size < len(train_labels):
-            raise ValueError(
+            raise ConfigError(
                 f"data.val_size={self.val_size} must be between 1 and {len(train_labels) - 1} "
                 f"(the training file holds {len(train_labels)} images)"
+            )
+        if self.batch_size > len(train_labels) - self.val_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the training split "
+                f"({len(train_labels) - self.val_size} images): choose a smaller batch size"
             )
         order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = order[: self.val_size], order[self.val_size:]
@@ -130,13 +140,25 @@ class MNISTDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        loader.sampler.skip_batches, self.resume_train_batches = self.resume_train_batches, 0
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    # A checkpoint taken mid-epoch (on Ctrl+C or SIGTERM) records how far the epoch got, so
+    # the resumed run continues with the next unseen batch instead of repeating the epoch's start.
+    def state_dict(self) -> dict[str, int]:
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        epoch_done = progress.completed >= self.trainer.num_training_batches
+        return {"train_batches_done": 0 if epoch_done else progress.completed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_train_batches = state["train_batches_done"]
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

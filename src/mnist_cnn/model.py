@@ -16,16 +16,18 @@ class CNN(nn.Module):
     def __init__(self, channels: Sequence[int] = (32, 64), kernel_size: int = 3,
                  num_classes: int = 10, dropout: float = 0.0, batch_norm: bool = False):
         super().__init__()
+        if isinstance(channels, (str, int)):
+            raise ValueError(f"model.channels={channels!r} must be a list of widths, e.g. [32,64]")
         channels = list(channels)
         if not 1 <= len(channels) <= MAX_BLOCKS:
             raise ValueError(f"model.channels={channels} must list 1 to {MAX_BLOCKS} widths, e.g. [32,64]")
         if any(not isinstance(width, int) or width < 1 for width in channels):
             raise ValueError(f"model.channels={channels}: every width must be an integer >= 1")
-        if not 1 <= kernel_size <= IMAGE_SIZE or kernel_size % 2 == 0:
+        if not isinstance(kernel_size, int) or not 1 <= kernel_size <= IMAGE_SIZE or kernel_size % 2 == 0:
             raise ValueError(f"model.kernel_size={kernel_size} must be odd and between 1 and {IMAGE_SIZE}")
-        if not 0.0 <= dropout < 1.0:
+        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout={dropout} must be in [0, 1)")
-        if num_classes < 2:
+        if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"model.num_classes={num_classes} must be at least 2")
 
         blocks, in_channels, size = [], 1, IMAGE_SIZE

@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -9,18 +11,25 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_cnn.classifier import Classifier
-from mnist_cnn.config import CONFIG_DIR, register_resolvers
+from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
+from mnist_cnn.mnist_files import MNISTFilesError
+from mnist_cnn.resume import ResumeError, checkpoint_to_resume, resumed_config, steps_done
+from mnist_cnn.stopping import TrainingDiverged, last_checkpoint_path
 
 log = logging.getLogger(__name__)
 
 # The metrics that sit beside each run's hyperparameters in TensorBoard's HPARAMS tab.
 HPARAMS_METRICS = ("val/acc_best", "test/acc", "test/loss")
+# Failures whose message says all a user needs; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged)
 
 
 def plain(config: DictConfig) -> dict[str, Any]:
@@ -49,35 +58,54 @@ def record_hyperparameters(logger: TensorBoardLogger, cfg: DictConfig) -> None:
         writer.add_summary(summary)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
     """Fit on the training split, test the best checkpoint, write metrics.json; returns the metrics."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
-    logger = instantiate(cfg.logger)
+    # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
+    logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
     trainer = instantiate(cfg.trainer, logger=logger,
                           callbacks=[instantiate(callback) for callback in cfg.callbacks.values()])
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and not resume_from:
         record_hyperparameters(logger, cfg)
 
     started = time.perf_counter()
-    trainer.fit(classifier, datamodule=datamodule)
+    try:
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except (SIGTERMException, TrainingDiverged) as stop:
+        interrupted = isinstance(stop, SIGTERMException)
+        if trainer.is_global_zero:
+            write_metrics(run_dir, {"status": "interrupted" if interrupted else "diverged",
+                                    "epochs": trainer.current_epoch, "steps": trainer.global_step,
+                                    "wall_time_s": round(time.perf_counter() - started, 1)})
+        if not interrupted:
+            raise
+        print(f"Stopped at step {trainer.global_step}; saved {last_checkpoint_path(trainer)}.\n"
+              f"Resume with: python train.py ckpt_path={last_checkpoint_path(trainer)}  (or resume=latest)",
+              file=sys.stderr)
+        raise SystemExit(1) from None
+
     val_acc_best = float(trainer.callback_metrics["val/acc_best"])
     epochs = trainer.current_epoch
-    trainer.test(classifier, datamodule=datamodule, ckpt_path="best")
+    trainer.test(classifier, datamodule=datamodule, ckpt_path="best", weights_only=True)
     metrics = {
         "test/acc": float(trainer.callback_metrics["test/acc"]),
         "test/loss": float(trainer.callback_metrics["test/loss"]),
         "val/acc_best": val_acc_best,
         "epochs": epochs,
+        "steps": trainer.global_step,
         "test_images": int(classifier.test_images.compute()),
         "world_size": trainer.world_size,
         "wall_time_s": round(time.perf_counter() - started, 1),
         "status": "completed",
     }
     if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metrics(run_dir, metrics)
         print(
             f"test accuracy {metrics['test/acc']:.2%}, test loss {metrics['test/loss']:.4f}, "
             f"best validation accuracy {val_acc_best:.2%}, {epochs} epochs in {metrics['wall_time_s']} s\n"
@@ -91,5 +119,17 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
-    # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
-    return train(cfg)["val/acc_best"]
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    try:
+        resume_from = checkpoint_to_resume(cfg, run_dir)
+        if resume_from:
+            cfg = resumed_config(run_dir, list(hydra_config.overrides.task))
+        check_config(cfg)
+        # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
+        return train(cfg, run_dir, resume_from)["val/acc_best"]
+    except USER_ERRORS as error:
+        if hydra_config.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # a sweep records the failed job; HYDRA_FULL_ERROR asks for the traceback
+        log.error("%s", error)
+        raise SystemExit(1) from None
