@@ -2,12 +2,14 @@
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -49,9 +51,26 @@ def record_hyperparameters(logger: TensorBoardLogger, cfg: DictConfig) -> None:
         writer.add_summary(summary)
 
 
+def torch_threads(requested: int | None, launcher: DictConfig) -> int:
+    """Torch's thread count for this job: as requested, else the cores shared among the jobs
+    the launcher runs side by side (joblib's `n_jobs`), so parallel jobs don't oversubscribe."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"threads={requested} must be at least 1, or null for cores / parallel jobs")
+        return requested
+    parallel_jobs = 1
+    if "n_jobs" in launcher:  # only the joblib launcher runs several jobs on this machine
+        from joblib import effective_n_jobs  # installed with the launcher
+
+        parallel_jobs = effective_n_jobs(launcher.n_jobs)
+    return max(1, (os.cpu_count() or 1) // parallel_jobs)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on the training split, test the best checkpoint, write metrics.json; returns the metrics."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher))
+    log.info("torch uses %d threads", torch.get_num_threads())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
