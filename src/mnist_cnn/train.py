@@ -11,6 +11,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -109,6 +110,14 @@ register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
-    return train(cfg)["val/acc_best"]
+    try:
+        return train(cfg)["val/acc_best"]
+    except Exception:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # Hydra 1.3's sweepers stop the whole sweep at the first job that raised, and skip
+        # its summary; instead the job is logged here and the summary lists it as failed.
+        log.exception("job failed; the sweep goes on")
+        return None  # Optuna records the trial as failed
