@@ -72,30 +72,49 @@ def tiny_data(tmp_path_factory) -> TinyData:
 
 
 def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",
-              timeout_s: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python train.py` on the tiny data, as a user types it, logging under `log_dir`."""
-    command = [sys.executable, script, "--config-dir", str(tiny.config_dir), "data=tiny",
+              multirun: bool = False, timeout_s: int = 300, env: dict | None = None,
+              ) -> subprocess.CompletedProcess:
+    """`python train.py` (`-m` with `multirun`) on the tiny data, as a user types it,
+    logging under `log_dir`."""
+    command = [sys.executable, script, *(["-m"] if multirun else []),
+               "--config-dir", str(tiny.config_dir), "data=tiny",
                f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2",
                "trainer.enable_progress_bar=false", *overrides]
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=timeout_s, env={**os.environ, **(env or {})})
 
 
+def only_child(folder: Path) -> Path:
+    children = sorted(folder.iterdir())
+    assert len(children) == 1, children
+    return children[0]
+
+
 def only_run_dir(log_dir: Path) -> Path:
     """The single run folder a single run created under `log_dir`."""
-    runs = sorted((log_dir / "runs").iterdir())
-    assert len(runs) == 1, runs
-    return runs[0]
+    return only_child(log_dir / "runs")
+
+
+def only_sweep_dir(log_dir: Path) -> Path:
+    """The single sweep folder a multirun (`python train.py -m ...`) created under `log_dir`."""
+    return only_child(log_dir / "multiruns")
+
+
+def tensorboard_runs(log_dir: Path):
+    """TensorBoard's view of `log_dir`: its `.Runs()` are the run names the UI shows."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(log_dir))
+    multiplexer.Reload()
+    return multiplexer
 
 
 def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict]:
     """The scalars (tag -> [(step, value)]) and the hparams of the event files in `run_dir`."""
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    multiplexer = EventMultiplexer()
-    multiplexer.AddRunsFromDirectory(str(run_dir))
-    multiplexer.Reload()
+    multiplexer = tensorboard_runs(run_dir)
     scalars: dict[str, list[tuple[int, float]]] = {}
     hparams: dict = {}
     for run in multiplexer.Runs():
