@@ -127,3 +127,25 @@ def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]],
                 for name, value in data.session_start_info.hparams.items():
                     hparams[name] = value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
     return scalars, hparams
+
+
+def hparams_tab(log_dir: Path) -> dict[str, tuple[dict, dict]]:
+    """What TensorBoard's HPARAMS tab lists for `log_dir`: run name -> (hparams, metrics)."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(log_dir))
+    multiplexer.Reload()
+    data = base_plugin.TBContext(data_provider=MultiplexerDataProvider(multiplexer, str(log_dir)),
+                                 logdir=str(log_dir))
+    every_status = [api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING]
+    request = api_pb2.ListSessionGroupsRequest(slice_size=1000, allowed_statuses=every_status)
+    response = list_session_groups.Handler(context.RequestContext(), backend_context.Context(data), "",
+                                           request).run()
+    return {group.name: ({name: getattr(value, value.WhichOneof("kind")) for name, value in group.hparams.items()},
+                         {metric.name.tag: metric.value for metric in group.metric_values})
+            for group in response.session_groups}

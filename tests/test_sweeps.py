@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import only_sweep_dir, read_tensorboard, run_train, tensorboard_runs
+from conftest import hparams_tab, only_sweep_dir, run_train, tensorboard_runs
 from mnist_cnn.config import CONFIG_DIR, PROJECT_ROOT
 from mnist_cnn.train import torch_threads
 
@@ -111,14 +111,16 @@ def test_tensorboard_names_each_job_by_its_overrides(grid_sweep):
         assert not any("/" in part or part.startswith("log_dir=") for part in label), label
 
 
-def test_each_job_records_its_hparams_beside_its_metrics(grid_sweep):
-    for job_dir in job_dirs(grid_sweep).values():
-        scalars, hparams = read_tensorboard(job_dir)
-        config, metrics = job_config(job_dir), job_metrics(job_dir)
+def test_hparams_tab_compares_every_job_with_its_metrics(grid_sweep):
+    sessions = hparams_tab(grid_sweep)
+    assert len(sessions) == 4, sorted(sessions)
+    for job, job_dir in job_dirs(grid_sweep).items():
+        [(hparams, metrics)] = [session for name, session in sessions.items() if name.startswith(f"{job}/")]
+        config, recorded = job_config(job_dir), job_metrics(job_dir)
         assert hparams["optimizer/lr"] == pytest.approx(config.optimizer.lr)
         assert hparams["model/channels"] == str(list(config.model.channels))
-        assert scalars["test/acc"][-1][1] == pytest.approx(metrics["test/acc"])
-        assert scalars["val/acc_best"][-1][1] == pytest.approx(metrics["val/acc_best"])
+        for metric in ("val/acc_best", "test/acc"):
+            assert metrics[metric] == pytest.approx(recorded[metric])
 
 
 # --- the sweep preset, with jobs that fail ------------------------------------------------
