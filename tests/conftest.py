@@ -77,30 +77,49 @@ def tiny_data(tmp_path_factory) -> TinyData:
 
 
 def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",
-              timeout_s: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python train.py` on the tiny data, as a user types it, logging under `log_dir`."""
-    command = [sys.executable, script, "--config-dir", str(tiny.config_dir), "data=tiny",
+              multirun: bool = False, timeout_s: int = 300, env: dict | None = None,
+              ) -> subprocess.CompletedProcess:
+    """`python train.py` (`-m` with `multirun`) on the tiny data, as a user types it,
+    logging under `log_dir`."""
+    command = [sys.executable, script, *(["-m"] if multirun else []),
+               "--config-dir", str(tiny.config_dir), "data=tiny",
                f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2",
                "trainer.enable_progress_bar=false", *overrides]
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=timeout_s, env={**os.environ, **(env or {})})
 
 
+def only_child(folder: Path) -> Path:
+    children = sorted(folder.iterdir())
+    assert len(children) == 1, children
+    return children[0]
+
+
 def only_run_dir(log_dir: Path) -> Path:
     """The single run folder a single run created under `log_dir`."""
-    runs = sorted((log_dir / "runs").iterdir())
-    assert len(runs) == 1, runs
-    return runs[0]
+    return only_child(log_dir / "runs")
+
+
+def only_sweep_dir(log_dir: Path) -> Path:
+    """The single sweep folder a multirun (`python train.py -m ...`) created under `log_dir`."""
+    return only_child(log_dir / "multiruns")
+
+
+def tensorboard_runs(log_dir: Path):
+    """TensorBoard's view of `log_dir`: its `.Runs()` are the run names the UI shows."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(log_dir))
+    multiplexer.Reload()
+    return multiplexer
 
 
 def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict]:
     """The scalars (tag -> [(step, value)]) and the hparams of the event files in `run_dir`."""
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    multiplexer = EventMultiplexer()
-    multiplexer.AddRunsFromDirectory(str(run_dir))
-    multiplexer.Reload()
+    multiplexer = tensorboard_runs(run_dir)
     scalars: dict[str, list[tuple[int, float]]] = {}
     hparams: dict = {}
     for run in multiplexer.Runs():
@@ -113,3 +132,25 @@ def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]],
                 for name, value in data.session_start_info.hparams.items():
                     hparams[name] = value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
     return scalars, hparams
+
+
+def hparams_tab(log_dir: Path) -> dict[str, tuple[dict, dict]]:
+    """What TensorBoard's HPARAMS tab lists for `log_dir`: run name -> (hparams, metrics)."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(log_dir))
+    multiplexer.Reload()
+    data = base_plugin.TBContext(data_provider=MultiplexerDataProvider(multiplexer, str(log_dir)),
+                                 logdir=str(log_dir))
+    every_status = [api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING]
+    request = api_pb2.ListSessionGroupsRequest(slice_size=1000, allowed_statuses=every_status)
+    response = list_session_groups.Handler(context.RequestContext(), backend_context.Context(data), "",
+                                           request).run()
+    return {group.name: ({name: getattr(value, value.WhichOneof("kind")) for name, value in group.hparams.items()},
+                         {metric.name.tag: metric.value for metric in group.metric_values})
+            for group in response.session_groups}

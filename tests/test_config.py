@@ -2,9 +2,10 @@
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from mnist_cnn.config import CONFIG_DIR, register_resolvers
+from mnist_cnn.config import CONFIG_DIR, job_label, register_resolvers
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
 
@@ -46,3 +47,32 @@ def test_overrides_users_type_reach_their_keys():
 def test_data_dir_is_absolute_wherever_the_run_starts():
     cfg = compose("train")
     assert cfg.data.data_dir == str(CONFIG_DIR.parent / "data")
+
+
+@pytest.mark.parametrize("preset", options("experiment"))
+def test_every_experiment_preset_composes(preset):
+    cfg = compose("train", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert "_target_" in cfg.model and "_target_" in cfg.optimizer
+
+
+def test_sweep_preset_is_a_multirun_over_its_params():
+    cfg = compose("train", overrides=["experiment=lr_batch_channels_grid"], return_hydra_config=True)
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    assert set(cfg.hydra.sweeper.params) == {"optimizer.lr", "data.batch_size", "model.channels"}
+
+
+def test_optuna_search_maximises_over_lr_batch_size_channels_and_dropout():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[sweep]'")
+    cfg = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert sweeper.study_name == "mnist-cnn" and sweeper.storage is None
+    assert set(sweeper.params) == {"optimizer.lr", "data.batch_size", "model.channels", "model.dropout"}
+    assert sweeper.params["optimizer.lr"].startswith("tag(log,")
+
+
+def test_sweep_jobs_are_named_by_their_overrides_without_paths():
+    overrides = ["optimizer.lr=1e-4", "data.batch_size=64", "model.channels=[16,32]",
+                 "log_dir=/tmp/logs", "data.data_dir=data", "ckpt_path=runs/a/best.ckpt"]
+    assert job_label(RunMode.MULTIRUN, overrides) == "batch_size=64,channels=[16,32],lr=0.0001"
+    assert job_label(RunMode.RUN, overrides) == ""  # a single run's events stay in its folder

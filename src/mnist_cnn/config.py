@@ -1,12 +1,15 @@
 """Where the project's configs live, the resolvers they use, and the checks they must pass."""
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_cnn.overrides import overrides_label
 from mnist_cnn.resume import ResumeError, new_run_dir, run_dir_for, snapshot_subdir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +30,15 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
         raise SystemExit(1) from None
 
 
+def job_label(mode: RunMode, overrides: Sequence[str]) -> str:
+    """A sweep job's TensorBoard run name, from its overrides; empty for a single run,
+    whose events stay in the run folder itself (one TensorBoard run per run folder)."""
+    return overrides_label(overrides) if mode == RunMode.MULTIRUN else ""
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("job_label", job_label, replace=True)
     # Cached: Hydra resolves its run folder more than once, and the folder is made only once.
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("new_run_dir", new_run_dir, replace=True, use_cache=True)
@@ -52,6 +62,7 @@ RULES = {
     "data.val_size": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1, e.g. 5000"),
     "data.num_workers": (lambda v: _is_integer(v) and v >= 0, "an integer >= 0"),
     "trainer.max_epochs": (lambda v: _is_integer(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 for no limit"),
+    "threads": (lambda v: v is None or (_is_integer(v) and v >= 1), "an integer >= 1, or null for the cores / parallel jobs"),
 }
 
 

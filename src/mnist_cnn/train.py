@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -62,8 +63,23 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
+def torch_threads(requested: int | None, launcher: DictConfig) -> int:
+    """Torch's thread count for this job: as requested, else the cores shared among the jobs
+    the launcher runs side by side (joblib's `n_jobs`), so parallel jobs don't oversubscribe."""
+    if requested is not None:
+        return requested
+    parallel_jobs = 1
+    if "n_jobs" in launcher:  # only the joblib launcher runs several jobs on this machine
+        from joblib import effective_n_jobs  # installed with the launcher
+
+        parallel_jobs = effective_n_jobs(launcher.n_jobs)
+    return max(1, (os.cpu_count() or 1) // parallel_jobs)
+
+
 def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
     """Fit on the training split, test the best checkpoint, write metrics.json; returns the metrics."""
+    torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher))
+    log.info("torch uses %d threads", torch.get_num_threads())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
@@ -118,7 +134,7 @@ register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     try:
@@ -128,8 +144,13 @@ def main(cfg: DictConfig) -> float:
         check_config(cfg)
         # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
         return train(cfg, run_dir, resume_from)["val/acc_best"]
-    except USER_ERRORS as error:
-        if hydra_config.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise  # a sweep records the failed job; HYDRA_FULL_ERROR asks for the traceback
-        log.error("%s", error)
-        raise SystemExit(1) from None
+    except Exception as error:
+        if hydra_config.mode == RunMode.MULTIRUN:
+            # Hydra 1.3's sweepers stop the whole sweep at the first job that raised, and skip
+            # its summary; instead the job is logged here and the summary lists it as failed.
+            log.exception("job failed; the sweep goes on")
+            return None  # Optuna records the trial as failed
+        if isinstance(error, USER_ERRORS) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            log.error("%s", error)  # the message says it all; HYDRA_FULL_ERROR=1 shows the trace
+            raise SystemExit(1) from None
+        raise

@@ -1,0 +1,172 @@
+"""One table and one figure for a whole sweep: summary.csv, summary.md, summary.png.
+
+Built from the job folders on disk (`<sweep>/<job>/.hydra/overrides.yaml` and the
+`metrics.json` a finished job writes), so the Hydra callback at the end of a multirun and
+`scripts/summarize.py` give the same result. A job without metrics.json failed; it is
+listed, never dropped. Rows are sorted by val/acc_best: select by validation, report test.
+"""
+
+import csv
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_cnn.overrides import parse_overrides, short_value
+
+log = logging.getLogger(__name__)
+
+METRICS = ("val/acc_best", "test/acc", "test/loss", "epochs", "wall_time_s")
+SELECTED_BY, REPORTED = "val/acc_best", "test/acc"
+
+
+@dataclass
+class Job:
+    name: str  # its folder, relative to the sweep folder
+    overrides: list[str]  # as Hydra recorded them, e.g. "optimizer.lr=0.001"
+    metrics: dict[str, Any]  # empty when the job wrote no metrics.json
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "failed")
+
+    @cached_property
+    def values(self) -> dict[str, Any]:
+        return parse_overrides(self.overrides)
+
+
+def read_jobs(sweep_dir: Path) -> list[Job]:
+    """The sweep's jobs, completed ones first, best val/acc_best first."""
+    jobs = []
+    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        folder = overrides_file.parent.parent
+        metrics_file = folder / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        jobs.append(Job(str(folder.relative_to(sweep_dir)), list(OmegaConf.load(overrides_file)), metrics))
+    if not jobs:
+        raise FileNotFoundError(f"{sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml): "
+                                "is it the folder of a `python train.py -m ...` sweep?")
+    return sorted(jobs, key=lambda job: (job.status != "completed", -job.metrics.get(SELECTED_BY, -1.0),
+                                         job.name.zfill(9)))
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """The override keys whose value differs between jobs, in the order they were typed."""
+    seen: dict[str, set[str]] = {}
+    for job in jobs:
+        for key, value in job.values.items():
+            seen.setdefault(key, set()).add(short_value(value))
+    return [key for key, values in seen.items()
+            if len(values) > 1 or any(key not in job.values for job in jobs)]
+
+
+def rows(jobs: list[Job], keys: list[str]) -> list[dict[str, Any]]:
+    table = []
+    for job in jobs:
+        values = job.values
+        table.append({"job": job.name,
+                      **{key: short_value(values[key]) if key in values else "" for key in keys},
+                      **{metric: job.metrics.get(metric, "") for metric in METRICS},
+                      "status": job.status,
+                      "overrides": " ".join(job.overrides)})
+    return table
+
+
+def markdown(jobs: list[Job], keys: list[str], sweep_dir: Path) -> str:
+    def cell(metric: str, value: Any) -> str:
+        if value == "":
+            return "-"
+        return f"{value:.2%}" if "acc" in metric else f"{value:.4f}" if metric == "test/loss" else str(value)
+
+    common = [f"{key}={short_value(value)}" for key, value in jobs[0].values.items() if key not in keys]
+    failed = [job.name for job in jobs if job.status != "completed"]
+    header = ["job", *keys, *METRICS, "status"]
+    lines = [f"# Sweep {sweep_dir.name}: {len(jobs)} jobs, {len(failed)} not completed", "",
+             f"Every job: `{' '.join(common)}`" if common else "Every job: the defaults", "",
+             f"Sorted by {SELECTED_BY} (selection); {REPORTED} is reported, not selected on.", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in rows(jobs, keys):
+        lines.append("| " + " | ".join([row["job"], *(row[key] or "-" for key in keys),
+                                         *(cell(metric, row[metric]) for metric in METRICS),
+                                         row["status"]]) + " |")
+    if failed:
+        lines += ["", f"Not completed: jobs {', '.join(failed)}; their folders' train.log say why."]
+    return "\n".join(lines) + "\n"
+
+
+def x_positions(axes, values: list[Any]) -> Callable[[Any], float]:
+    """Lays parameter values along the x axis: numbers on a number line (log when they span
+    a decade or more, like learning rates), anything else as evenly spaced categories."""
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+        distinct = sorted(set(values))
+        if distinct[0] > 0 and distinct[-1] / distinct[0] >= 10:
+            axes.set_xscale("log")
+        if len(distinct) <= 6:  # a grid: label exactly the values tried
+            axes.set_xticks(distinct, [short_value(value) for value in distinct])
+            axes.minorticks_off()
+        return lambda value: value
+    labels = sorted({short_value(value) for value in values}, key=lambda label: (len(label), label))
+    axes.set_xticks(range(len(labels)), labels)
+    axes.set_xlim(-0.5, len(labels) - 0.5)
+    return lambda value: labels.index(short_value(value))
+
+
+def plot(jobs: list[Job], keys: list[str], sweep_dir: Path) -> Figure:
+    """The selection metric and the test accuracy against each swept parameter, one panel each."""
+    done = [job for job in jobs if job.status == "completed"]
+    not_done = [job for job in jobs if job.status != "completed"]
+    panels = keys or ["job"]  # nothing swept: one point per job
+    columns = min(len(panels), 3)
+    panel_rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4.6 * columns, 3.8 * panel_rows + 0.4), dpi=120, layout="constrained")
+    for index, key in enumerate(panels):
+        axes = figure.add_subplot(panel_rows, columns, index + 1)
+        value_of = (lambda job: job.name) if key == "job" else (lambda job, key=key: job.values.get(key))
+        x = x_positions(axes, [value_of(job) for job in jobs])
+        done_x = [x(value_of(job)) for job in done]
+        axes.scatter(done_x, [job.metrics[SELECTED_BY] for job in done], s=50, color="tab:blue",
+                     alpha=0.7, label=f"{SELECTED_BY} (selects)")
+        axes.scatter(done_x, [job.metrics[REPORTED] for job in done], s=50, facecolors="none",
+                     edgecolors="tab:orange", linewidths=1.5, label=f"{REPORTED} (reported)")
+        if not_done:  # drawn along the bottom edge: they have no accuracy
+            axes.scatter([x(value_of(job)) for job in not_done], [0.04] * len(not_done), marker="x",
+                         s=60, color="tab:red", transform=axes.get_xaxis_transform(), label="not completed")
+        axes.margins(x=0.15, y=0.12)
+        axes.set_xlabel(key)
+        axes.set_ylabel("accuracy")
+        axes.grid(alpha=0.3)
+    figure.axes[0].legend(fontsize="small", loc="best")
+    figure.suptitle(f"Sweep {sweep_dir.name}: {len(jobs)} jobs, {len(not_done)} not completed")
+    return figure
+
+
+def write_summary(sweep_dir: Path) -> list[Job]:
+    """Write summary.csv, summary.md and summary.png into `sweep_dir`; returns its jobs, best first."""
+    jobs = read_jobs(sweep_dir)
+    keys = swept_keys(jobs)
+    table = rows(jobs, keys)
+    with (sweep_dir / "summary.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    (sweep_dir / "summary.md").write_text(markdown(jobs, keys, sweep_dir))
+    plot(jobs, keys, sweep_dir).savefig(sweep_dir / "summary.png")
+    return jobs
+
+
+class SweepSummary(Callback):
+    """Hydra calls this once every job of a multirun has ended, failed ones included."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = write_summary(sweep_dir)
+        log.info("sweep summary: %s", sweep_dir / "summary.md")
+        if failed := [job.name for job in jobs if job.status != "completed"]:
+            log.warning("jobs not completed: %s (see their train.log)", ", ".join(failed))

@@ -1,0 +1,236 @@
+"""Sweeps as a user runs them (`python train.py -m ...`) on tiny synthetic data: one folder
+per job, TensorBoard run names and hparams, the summary, failing jobs, the joblib launcher,
+the Optuna search and the sweep preset."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import hparams_tab, only_sweep_dir, run_train, tensorboard_runs
+from mnist_cnn.config import CONFIG_DIR, PROJECT_ROOT
+from mnist_cnn.train import torch_threads
+
+SWEEP_EXTRA = "needs the optional sweep plugins: pip install -e '.[sweep]'"
+
+
+def job_dirs(sweep_dir: Path) -> dict[str, Path]:
+    return {path.name: path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()}
+
+
+def job_config(job_dir: Path):
+    return OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+
+
+def job_metrics(job_dir: Path) -> dict:
+    return json.loads((job_dir / "metrics.json").read_text())
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "summary.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])  # width, height from the IHDR chunk
+
+
+def short_list(values) -> str:
+    return "[" + ",".join(str(value) for value in values) + "]"
+
+
+# --- a 2x2 grid: learning rate x channel widths -------------------------------------------
+
+@pytest.fixture(scope="module")
+def grid_sweep(tiny_data, tmp_path_factory) -> Path:
+    log_dir = tmp_path_factory.mktemp("logs")
+    result = run_train(tiny_data, log_dir, "optimizer.lr=0.001,0.003", "model.channels=[4,8],[8,16]",
+                       "trainer.max_epochs=1", multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_sweep_dir(log_dir)
+
+
+def test_grid_sweep_runs_every_combination_in_its_own_job_folder(grid_sweep):
+    jobs = job_dirs(grid_sweep)
+    assert sorted(jobs) == ["0", "1", "2", "3"]
+    combinations = {(job_config(d).optimizer.lr, tuple(job_config(d).model.channels)) for d in jobs.values()}
+    assert combinations == {(0.001, (4, 8)), (0.001, (8, 16)), (0.003, (4, 8)), (0.003, (8, 16))}
+    for job_dir in jobs.values():
+        assert (job_dir / "checkpoints" / "best.ckpt").exists()
+        assert job_metrics(job_dir)["status"] == "completed"
+    assert len({job_metrics(d)["test/loss"] for d in jobs.values()}) == 4  # four different models
+
+
+def test_swept_list_values_reach_each_job_as_lists(grid_sweep):
+    for job_dir in job_dirs(grid_sweep).values():
+        channels = OmegaConf.to_container(job_config(job_dir).model.channels)
+        assert isinstance(channels, list) and all(isinstance(width, int) for width in channels)
+        checkpoint = torch.load(job_dir / "checkpoints" / "best.ckpt", weights_only=True)
+        assert checkpoint["hyper_parameters"]["model"]["channels"] == channels
+        assert checkpoint["state_dict"]["net.features.0.weight"].shape[0] == channels[0]
+
+
+def test_summary_lists_every_job_best_validation_first(grid_sweep):
+    rows = summary_rows(grid_sweep)
+    assert sorted(row["job"] for row in rows) == ["0", "1", "2", "3"]
+    for row in rows:
+        metrics = job_metrics(grid_sweep / row["job"])
+        assert row["status"] == "completed"
+        for metric in ("val/acc_best", "test/acc", "test/loss"):
+            assert float(row[metric]) == pytest.approx(metrics[metric])
+        assert row["optimizer.lr"] == str(job_config(grid_sweep / row["job"]).optimizer.lr)
+    val_acc = [float(row["val/acc_best"]) for row in rows]
+    assert val_acc == sorted(val_acc, reverse=True)
+    assert "trainer.max_epochs" not in rows[0]  # the same for every job: not a swept column
+    table = [line for line in (grid_sweep / "summary.md").read_text().splitlines()
+             if line.startswith("| ") and not line.startswith("| ---")]
+    assert len(table) == 1 + 4 and "model.channels" in table[0]
+    width, height = png_size(grid_sweep / "summary.png")
+    assert width >= 800 and height >= 300
+
+
+def test_tensorboard_names_each_job_by_its_overrides(grid_sweep):
+    names = list(tensorboard_runs(grid_sweep).Runs())
+    assert len(names) == 4, names
+    for job, job_dir in job_dirs(grid_sweep).items():
+        [name] = [name for name in names if name.startswith(f"{job}/")]
+        label = re.split(r",(?![^\[]*\])", name.removeprefix(f"{job}/"))  # commas outside [...]
+        config = job_config(job_dir)
+        assert f"lr={config.optimizer.lr:g}" in label and f"channels={short_list(config.model.channels)}" in label
+        assert not any("/" in part or part.startswith("log_dir=") for part in label), label
+
+
+def test_hparams_tab_compares_every_job_with_its_metrics(grid_sweep):
+    sessions = hparams_tab(grid_sweep)
+    assert len(sessions) == 4, sorted(sessions)
+    for job, job_dir in job_dirs(grid_sweep).items():
+        [(hparams, metrics)] = [session for name, session in sessions.items() if name.startswith(f"{job}/")]
+        config, recorded = job_config(job_dir), job_metrics(job_dir)
+        assert hparams["optimizer/lr"] == pytest.approx(config.optimizer.lr)
+        assert hparams["model/channels"] == str(list(config.model.channels))
+        for metric in ("val/acc_best", "test/acc"):
+            assert metrics[metric] == pytest.approx(recorded[metric])
+
+
+# --- the sweep preset, with jobs that fail ------------------------------------------------
+
+PRESET = CONFIG_DIR / "experiment" / "lr_batch_channels_grid.yaml"
+
+
+@pytest.fixture(scope="module")
+def preset_sweep(tiny_data, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The preset's learning rates, crossed with a good and an impossible network."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    result = run_train(tiny_data, log_dir, "experiment=lr_batch_channels_grid", "data.batch_size=32",
+                       "model.channels=[4,8],[0]", "trainer.max_epochs=1")
+    return result, only_sweep_dir(log_dir)
+
+
+def test_sweep_preset_runs_a_multirun_without_dash_m(preset_sweep):
+    result, sweep_dir = preset_sweep
+    assert result.returncode == 0, result.stderr[-3000:]
+    preset_lrs = {float(lr) for lr in OmegaConf.load(PRESET).hydra.sweeper.params["optimizer.lr"].split(",")}
+    jobs = job_dirs(sweep_dir)
+    assert len(jobs) == 2 * len(preset_lrs)
+    assert {job_config(d).optimizer.lr for d in jobs.values()} == preset_lrs
+
+
+def test_failing_jobs_do_not_stop_the_sweep_and_are_summarised_as_failed(preset_sweep):
+    result, sweep_dir = preset_sweep
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = {job for job, d in job_dirs(sweep_dir).items() if list(job_config(d).model.channels) == [0]}
+    assert len(failed) == 2
+    for job in failed:
+        assert not (sweep_dir / job / "metrics.json").exists()
+        assert "model.channels=[0]" in (sweep_dir / job / "train.log").read_text()
+    rows = summary_rows(sweep_dir)
+    assert [row["status"] for row in rows] == ["completed", "completed", "failed", "failed"]
+    assert {row["job"] for row in rows[2:]} == failed and rows[2]["val/acc_best"] == ""
+    assert "jobs not completed" in result.stdout
+
+
+def test_summarize_script_rebuilds_the_summary_with_each_jobs_status(preset_sweep, tmp_path):
+    _, finished = preset_sweep
+    sweep_dir = shutil.copytree(finished, tmp_path / finished.name)
+    for name in ("summary.csv", "summary.md", "summary.png"):
+        (sweep_dir / name).unlink()
+    best = summary_rows(finished)[0]["job"]
+    metrics = job_metrics(sweep_dir / best)
+    (sweep_dir / best / "metrics.json").write_text(json.dumps({**metrics, "status": "diverged"}))
+
+    result = subprocess.run([sys.executable, "scripts/summarize.py", str(sweep_dir)], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = summary_rows(sweep_dir)
+    assert [row["status"] for row in rows] == ["completed", "diverged", "failed", "failed"]
+    assert rows[1]["job"] == best
+    assert "| diverged |" in result.stdout and (sweep_dir / "summary.png").exists()
+
+
+def test_summarize_script_rejects_a_folder_without_jobs(tmp_path):
+    result = subprocess.run([sys.executable, "scripts/summarize.py", str(tmp_path)], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "holds no job folders" in result.stderr
+
+
+# --- parallel jobs -----------------------------------------------------------------------
+
+def test_threads_default_to_the_cores_shared_among_parallel_jobs():
+    cores = os.cpu_count()
+    assert torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"})) == cores
+    assert torch_threads(3, OmegaConf.create({"n_jobs": 2})) == 3
+    with pytest.raises(ValueError, match="threads=0"):
+        torch_threads(0, OmegaConf.create({}))
+    pytest.importorskip("joblib", reason=SWEEP_EXTRA)
+    assert torch_threads(None, OmegaConf.create({"n_jobs": 2})) == max(1, cores // 2)
+    assert torch_threads(None, OmegaConf.create({"n_jobs": -1})) == 1  # joblib: one job per core
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_sharing_the_cores(tiny_data, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=SWEEP_EXTRA)
+    result = run_train(tiny_data, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                       "optimizer.lr=0.001,0.003", "model.channels=[4,8]", "trainer.max_epochs=1",
+                       multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    jobs = job_dirs(sweep_dir)
+    assert len(jobs) == 2 and all(job_metrics(d)["status"] == "completed" for d in jobs.values())
+    for job_dir in jobs.values():
+        assert f"torch uses {max(1, os.cpu_count() // 2)} threads" in (job_dir / "train.log").read_text()
+    # an event file's name ends with <pid>.<n>: two workers, not one after the other in one process
+    pids = {next(d.glob("*/events.out.tfevents.*")).name.split(".")[-2] for d in jobs.values()}
+    assert len(pids) == 2
+    assert len(summary_rows(sweep_dir)) == 2
+
+
+# --- hyperparameter search ---------------------------------------------------------------
+
+def test_optuna_search_maximises_the_returned_validation_accuracy(tiny_data, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=SWEEP_EXTRA)
+    result = run_train(tiny_data, tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                       "model.channels=choice([4,8],[8,16])", "trainer.max_epochs=1", multirun=True,
+                       env={"SQLALCHEMY_SILENCE_UBER_WARNING": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    jobs = job_dirs(sweep_dir)
+    assert len(jobs) == 2
+    for job_dir in jobs.values():
+        assert OmegaConf.to_container(job_config(job_dir).model.channels) in ([4, 8], [8, 16])
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    best_value = max(job_metrics(d)["val/acc_best"] for d in jobs.values())
+    assert best.best_value == pytest.approx(best_value)
+    best_lrs = [job_config(d).optimizer.lr for d in jobs.values() if job_metrics(d)["val/acc_best"] == best_value]
+    assert best.best_params["optimizer.lr"] in best_lrs
+    assert len(summary_rows(sweep_dir)) == 2
