@@ -166,6 +166,7 @@ def composed():
     ("model.channels=[16,0]", "model.channels"),
     ("model.channels=wide", "model.channels"),
     ("model.dropout=2", "model.dropout"),
+    ("threads=0", "threads"),
 ])
 def test_config_check_names_the_bad_key(composed, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
