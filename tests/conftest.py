@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from mnist_cnn.config import PROJECT_ROOT
 from mnist_cnn.mnist_files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
@@ -71,35 +72,59 @@ def tiny_data(tmp_path_factory) -> TinyData:
     return TinyData(data_dir, config_dir, md5)
 
 
+def run_script(script: str, *arguments: str, timeout_s: int = 300, env: dict | None = None,
+               cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    """`python <script> <arguments>` as a user types it, with the project's scripts."""
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *arguments], cwd=cwd, check=False,
+                          capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})})
+
+
 def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",
               timeout_s: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python train.py` on the tiny data, as a user types it, logging under `log_dir`."""
-    command = [sys.executable, script, "--config-dir", str(tiny.config_dir), "data=tiny",
-               f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2",
-               "trainer.enable_progress_bar=false", *overrides]
-    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=timeout_s, env={**os.environ, **(env or {})})
+    return run_script(script, "--config-dir", str(tiny.config_dir), "data=tiny", f"log_dir={log_dir}",
+                      "trainer=cpu", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", *overrides,
+                      timeout_s=timeout_s, env=env)
 
 
-def only_run_dir(log_dir: Path) -> Path:
-    """The single run folder a single run created under `log_dir`."""
-    runs = sorted((log_dir / "runs").iterdir())
+def run_eval(tiny: TinyData, log_dir: Path, ckpt_path: Path | str, *overrides: str) -> subprocess.CompletedProcess:
+    """`python eval.py ckpt_path=<file>` on the tiny data, logging under `log_dir`."""
+    return run_train(tiny, log_dir, f"ckpt_path={ckpt_path}", *overrides, script="eval.py")
+
+
+def only_run_dir(log_dir: Path, kind: str = "runs") -> Path:
+    """The single run folder a single run created under `log_dir` (`kind`: runs or evals)."""
+    runs = sorted((log_dir / kind).iterdir())
     assert len(runs) == 1, runs
     return runs[0]
 
 
-def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict]:
-    """The scalars (tag -> [(step, value)]) and the hparams of the event files in `run_dir`."""
+@pytest.fixture(scope="session")
+def finished_run(tiny_data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One tiny training run with non-default channels, shared by the tests that read its outputs."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    result = run_train(tiny_data, log_dir, "optimizer.lr=0.003", "model.channels=[8,16]",
+                       "trainer.log_every_n_steps=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run_dir(log_dir), result
+
+
+def _event_accumulators(run_dir: Path) -> list:
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-    from tensorboard.plugins.hparams import plugin_data_pb2
 
     multiplexer = EventMultiplexer()
     multiplexer.AddRunsFromDirectory(str(run_dir))
     multiplexer.Reload()
+    return [multiplexer.GetAccumulator(run) for run in multiplexer.Runs()]
+
+
+def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict]:
+    """The scalars (tag -> [(step, value)]) and the hparams of the event files in `run_dir`."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
     scalars: dict[str, list[tuple[int, float]]] = {}
     hparams: dict = {}
-    for run in multiplexer.Runs():
-        accumulator = multiplexer.GetAccumulator(run)
+    for accumulator in _event_accumulators(run_dir):
         for tag in accumulator.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
         for tag, content in accumulator.PluginTagToContent("hparams").items():
@@ -108,3 +133,27 @@ def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]],
                 for name, value in data.session_start_info.hparams.items():
                     hparams[name] = value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
     return scalars, hparams
+
+
+def read_tensorboard_images(run_dir: Path) -> dict[str, list[tuple[int, int, int]]]:
+    """The images of the event files in `run_dir`: tag -> [(step, width, height)]."""
+    images: dict[str, list[tuple[int, int, int]]] = {}
+    for accumulator in _event_accumulators(run_dir):
+        for tag in accumulator.Tags()["images"]:
+            images.setdefault(tag, []).extend((e.step, e.width, e.height) for e in accumulator.Images(tag))
+    return images
+
+
+# The figures ErrorAnalysis makes after every test, by TensorBoard tag (file: tag with "_" for "/").
+TEST_FIGURES = {"test/predictions", "test/confident_mistakes", "test/confusion_matrix",
+                "test/confidence_histogram", "test/reliability"}
+
+
+def assert_readable_pngs(figures_dir: Path, tags: set[str]) -> None:
+    """`figures_dir` holds exactly one valid PNG of a sensible size per tag."""
+    assert {path.stem for path in figures_dir.glob("*.png")} == {tag.replace("/", "_") for tag in tags}
+    for path in figures_dir.glob("*.png"):
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert 200 <= image.width <= 2000 and 200 <= image.height <= 2000, (path.name, image.size)
+            image.verify()

@@ -16,6 +16,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import CONFIG_DIR, register_resolvers
+from mnist_cnn.evaluate import test_results
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     epochs = trainer.current_epoch
     trainer.test(classifier, datamodule=datamodule, ckpt_path="best")
     metrics = {
-        "test/acc": float(trainer.callback_metrics["test/acc"]),
-        "test/loss": float(trainer.callback_metrics["test/loss"]),
+        **test_results(trainer, classifier),
         "val/acc_best": val_acc_best,
         "epochs": epochs,
-        "test_images": int(classifier.test_images.compute()),
         "world_size": trainer.world_size,
         "wall_time_s": round(time.perf_counter() - started, 1),
         "status": "completed",
