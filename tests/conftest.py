@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mnist_cnn.config import PROJECT_ROOT
 from mnist_cnn.mnist_files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
@@ -46,6 +46,22 @@ def write_tiny_mnist(raw_dir: Path, train_size: int = 400, test_size: int = 150)
         TEST_IMAGES: write_idx(raw_dir / TEST_IMAGES, test_images),
         TEST_LABELS: write_idx(raw_dir / TEST_LABELS, test_labels),
     }
+
+
+# Digits as polylines (pixel coordinates in a 123x97 image), drawn thick like a marker pen.
+DIGIT_STROKES = {
+    1: [(50, 26), (64, 12), (64, 86)],
+    7: [(30, 15), (95, 15), (50, 85)],
+}
+
+
+def draw_digit(path: Path, digit: int, size: tuple[int, int] = (123, 97), ink="black", paper="white",
+               mode: str = "RGB") -> Path:
+    """An image file (format from the suffix) of `digit` drawn with Pillow; returns its path."""
+    image = Image.new(mode, size, paper)
+    ImageDraw.Draw(image).line(DIGIT_STROKES[digit], fill=ink, width=11, joint="curve")
+    image.save(path)
+    return path
 
 
 @dataclass
@@ -107,6 +123,16 @@ def finished_run(tiny_data, tmp_path_factory) -> tuple[Path, subprocess.Complete
                        "trainer.log_every_n_steps=5")
     assert result.returncode == 0, result.stderr[-3000:]
     return only_run_dir(log_dir), result
+
+
+@pytest.fixture(scope="session")
+def real_mnist_run(tmp_path_factory) -> Path:
+    """The run folder of one epoch on the real MNIST files, for the tests marked real_data."""
+    log_dir = tmp_path_factory.mktemp("real_logs")
+    result = run_script("train.py", f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=1",
+                        "trainer.enable_progress_bar=false", timeout_s=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run_dir(log_dir)
 
 
 def _event_accumulators(run_dir: Path) -> list:
