@@ -42,7 +42,7 @@ def test_eval_run_folder_holds_the_figures_and_their_events(evaluated):
 @pytest.mark.parametrize("make_checkpoint, message", [
     (lambda path: None, "does not exist"),
     (lambda path: path.write_text("not a checkpoint"), "is not a checkpoint written by train.py"),
-])
+], ids=["missing", "text_file"])
 def test_missing_or_unreadable_checkpoint_is_one_clear_error(tiny_data, tmp_path, make_checkpoint, message):
     checkpoint = tmp_path / "model.ckpt"
     make_checkpoint(checkpoint)

@@ -29,7 +29,7 @@ def read_digit(path: Path) -> torch.Tensor:
             return mnist_like(image)
     except UnidentifiedImageError as error:
         raise DigitImageError("not an image file that Pillow can read") from error
-    except OSError as error:  # e.g. a truncated file
+    except (OSError, Image.DecompressionBombError) as error:  # e.g. a truncated file
         raise DigitImageError(f"unreadable image: {error}") from error
 
 

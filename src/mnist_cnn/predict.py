@@ -55,8 +55,9 @@ def predict(classifier: Classifier, files: list[Path], as_json: bool) -> int:
             digits[index] = read_digit(file)
         except DigitImageError as error:
             failures[index] = str(error)
-    probabilities = dict(zip(digits, probabilities_of(classifier, torch.stack(list(digits.values()))))) \
-        if digits else {}
+    probabilities = {}
+    if digits:
+        probabilities = dict(zip(digits, probabilities_of(classifier, torch.stack(list(digits.values())))))
     for index, file in enumerate(files):
         if index in probabilities:
             print(report(file, probabilities[index], as_json))
