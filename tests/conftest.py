@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image, ImageDraw
 
 from mnist_cnn.config import PROJECT_ROOT
 from mnist_cnn.mnist_files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
@@ -47,6 +48,22 @@ def write_tiny_mnist(raw_dir: Path, train_size: int = 400, test_size: int = 150)
     }
 
 
+# Digits as polylines (pixel coordinates in a 123x97 image), drawn thick like a marker pen.
+DIGIT_STROKES = {
+    1: [(50, 26), (64, 12), (64, 86)],
+    7: [(30, 15), (95, 15), (50, 85)],
+}
+
+
+def draw_digit(path: Path, digit: int, size: tuple[int, int] = (123, 97), ink="black", paper="white",
+               mode: str = "RGB") -> Path:
+    """An image file (format from the suffix) of `digit` drawn with Pillow; returns its path."""
+    image = Image.new(mode, size, paper)
+    ImageDraw.Draw(image).line(DIGIT_STROKES[digit], fill=ink, width=11, joint="curve")
+    image.save(path)
+    return path
+
+
 @dataclass
 class TinyData:
     data_dir: Path
@@ -76,17 +93,26 @@ def tiny_data(tmp_path_factory) -> TinyData:
     return make_tiny_data(tmp_path_factory.mktemp("tiny"))
 
 
+def run_script(script: str, *arguments: str, timeout_s: int = 300, env: dict | None = None,
+               cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    """`python <script> <arguments>` as a user types it, with the project's scripts."""
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *arguments], cwd=cwd, check=False,
+                          capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})})
+
+
 def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",
               multirun: bool = False, timeout_s: int = 300, env: dict | None = None,
               ) -> subprocess.CompletedProcess:
     """`python train.py` (`-m` with `multirun`) on the tiny data, as a user types it,
     logging under `log_dir`."""
-    command = [sys.executable, script, *(["-m"] if multirun else []),
-               "--config-dir", str(tiny.config_dir), "data=tiny",
-               f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2",
-               "trainer.enable_progress_bar=false", *overrides]
-    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=timeout_s, env={**os.environ, **(env or {})})
+    return run_script(script, *(["-m"] if multirun else []), "--config-dir", str(tiny.config_dir), "data=tiny",
+                      f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2",
+                      "trainer.enable_progress_bar=false", *overrides, timeout_s=timeout_s, env=env)
+
+
+def run_eval(tiny: TinyData, log_dir: Path, ckpt_path: Path | str, *overrides: str) -> subprocess.CompletedProcess:
+    """`python eval.py ckpt_path=<file>` on the tiny data, logging under `log_dir`."""
+    return run_train(tiny, log_dir, f"ckpt_path={ckpt_path}", *overrides, script="eval.py")
 
 
 def only_child(folder: Path) -> Path:
@@ -95,14 +121,34 @@ def only_child(folder: Path) -> Path:
     return children[0]
 
 
-def only_run_dir(log_dir: Path) -> Path:
-    """The single run folder a single run created under `log_dir`."""
-    return only_child(log_dir / "runs")
+def only_run_dir(log_dir: Path, kind: str = "runs") -> Path:
+    """The single run folder a single run created under `log_dir` (`kind`: runs or evals)."""
+    return only_child(log_dir / kind)
 
 
 def only_sweep_dir(log_dir: Path) -> Path:
     """The single sweep folder a multirun (`python train.py -m ...`) created under `log_dir`."""
     return only_child(log_dir / "multiruns")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One tiny training run with non-default channels, shared by the tests that read its outputs."""
+    log_dir = tmp_path_factory.mktemp("logs")
+    result = run_train(tiny_data, log_dir, "optimizer.lr=0.003", "model.channels=[8,16]",
+                       "trainer.log_every_n_steps=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run_dir(log_dir), result
+
+
+@pytest.fixture(scope="session")
+def real_mnist_run(tmp_path_factory) -> Path:
+    """The run folder of one epoch on the real MNIST files, for the tests marked real_data."""
+    log_dir = tmp_path_factory.mktemp("real_logs")
+    result = run_script("train.py", f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=1",
+                        "trainer.enable_progress_bar=false", timeout_s=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run_dir(log_dir)
 
 
 def tensorboard_runs(log_dir: Path):
@@ -115,15 +161,18 @@ def tensorboard_runs(log_dir: Path):
     return multiplexer
 
 
+def _event_accumulators(run_dir: Path) -> list:
+    multiplexer = tensorboard_runs(run_dir)
+    return [multiplexer.GetAccumulator(run) for run in multiplexer.Runs()]
+
+
 def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict]:
     """The scalars (tag -> [(step, value)]) and the hparams of the event files in `run_dir`."""
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    multiplexer = tensorboard_runs(run_dir)
     scalars: dict[str, list[tuple[int, float]]] = {}
     hparams: dict = {}
-    for run in multiplexer.Runs():
-        accumulator = multiplexer.GetAccumulator(run)
+    for accumulator in _event_accumulators(run_dir):
         for tag in accumulator.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
         for tag, content in accumulator.PluginTagToContent("hparams").items():
@@ -154,3 +203,27 @@ def hparams_tab(log_dir: Path) -> dict[str, tuple[dict, dict]]:
     return {group.name: ({name: getattr(value, value.WhichOneof("kind")) for name, value in group.hparams.items()},
                          {metric.name.tag: metric.value for metric in group.metric_values})
             for group in response.session_groups}
+
+
+def read_tensorboard_images(run_dir: Path) -> dict[str, list[tuple[int, int, int]]]:
+    """The images of the event files in `run_dir`: tag -> [(step, width, height)]."""
+    images: dict[str, list[tuple[int, int, int]]] = {}
+    for accumulator in _event_accumulators(run_dir):
+        for tag in accumulator.Tags()["images"]:
+            images.setdefault(tag, []).extend((e.step, e.width, e.height) for e in accumulator.Images(tag))
+    return images
+
+
+# The figures ErrorAnalysis makes after every test, by TensorBoard tag (file: tag with "_" for "/").
+TEST_FIGURES = {"test/predictions", "test/confident_mistakes", "test/confusion_matrix",
+                "test/confidence_histogram", "test/reliability"}
+
+
+def assert_readable_pngs(figures_dir: Path, tags: set[str]) -> None:
+    """`figures_dir` holds exactly one valid PNG of a sensible size per tag."""
+    assert {path.stem for path in figures_dir.glob("*.png")} == {tag.replace("/", "_") for tag in tags}
+    for path in figures_dir.glob("*.png"):
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert 200 <= image.width <= 2000 and 200 <= image.height <= 2000, (path.name, image.size)
+            image.verify()

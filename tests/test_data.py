@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mnist_cnn.data import IndexBatches, MNISTDataModule, normalize
+from mnist_cnn.data import IndexBatches, MNISTDataModule, denormalize, normalize
 
 
 @pytest.fixture
@@ -70,3 +70,8 @@ def test_val_size_out_of_range_is_rejected(tiny_data):
     module = MNISTDataModule(str(tiny_data.data_dir), 32, tiny_data.train_size, 0, 0, tiny_data.md5)
     with pytest.raises(ValueError, match="data.val_size=400 must be between 1 and 399"):
         module.setup("fit")
+
+
+def test_denormalize_recovers_the_uint8_pixels():
+    pixels = torch.randint(0, 256, (5, 28, 28), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    assert torch.equal(denormalize(normalize(pixels)), pixels)

@@ -9,15 +9,6 @@ from conftest import only_run_dir, read_tensorboard, run_train
 from mnist_cnn.classifier import Classifier
 
 
-@pytest.fixture(scope="module")
-def finished_run(tiny_data, tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("logs")
-    result = run_train(tiny_data, log_dir, "optimizer.lr=0.003", "model.channels=[8,16]",
-                       "trainer.log_every_n_steps=5")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return only_run_dir(log_dir), result
-
-
 def test_run_folder_holds_snapshot_metrics_checkpoints_and_events(finished_run):
     run_dir, _ = finished_run
     assert (run_dir / ".hydra" / "config.yaml").exists()

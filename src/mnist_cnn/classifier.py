@@ -1,5 +1,6 @@
 """The LightningModule: cross-entropy training of the CNN, with metrics for every stage."""
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -60,13 +61,14 @@ class Classifier(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         self.test_acc(logits, labels)
         self.test_images.update(len(labels))
         self.log("test/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=len(labels))
         self.log("test/acc", self.test_acc)
+        return logits  # for callbacks' on_test_batch_end (ErrorAnalysis), so nothing predicts twice
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
@@ -78,3 +80,21 @@ class Classifier(L.LightningModule):
             scheduler_config[run_length] = int(self.trainer.estimated_stepping_batches)
         scheduler = instantiate(scheduler_config, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing or does not hold a Classifier."""
+
+
+def load_classifier(ckpt_path: str | Path) -> Classifier:
+    """The Classifier saved in `ckpt_path`, rebuilt from the model config the checkpoint carries."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: give the path of a .ckpt file, "
+                              "e.g. ckpt_path=logs/runs/<run>/checkpoints/best.ckpt")
+    try:
+        return Classifier.load_from_checkpoint(path, map_location="cpu")
+    except Exception as error:  # a file that is not a checkpoint fails in torch or Lightning, in many ways
+        detail = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"cannot load checkpoint {path}: it is not a checkpoint written by train.py "
+                              f"({type(error).__name__}: {detail})") from error

@@ -42,6 +42,12 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.unsqueeze(1).float() / 255 - PIXEL_MEAN) / PIXEL_STD
 
 
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """The inverse of `normalize`: (N, 1, 28, 28) float -> uint8 (N, 28, 28), for display."""
+    pixels = (images.squeeze(1) * PIXEL_STD + PIXEL_MEAN) * 255
+    return pixels.round().clamp(0, 255).to(torch.uint8)
+
+
 class TensorBatches(Dataset):
     """Images and labels held in tensors; indexing with a tensor of indices gives a batch."""
 

@@ -21,6 +21,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
+from mnist_cnn.evaluate import test_results
 from mnist_cnn.mnist_files import MNISTFilesError
 from mnist_cnn.resume import ResumeError, checkpoint_to_resume, resumed_config, steps_done
 from mnist_cnn.stopping import TrainingDiverged, last_checkpoint_path
@@ -110,12 +111,10 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
     epochs = trainer.current_epoch
     trainer.test(classifier, datamodule=datamodule, ckpt_path="best", weights_only=True)
     metrics = {
-        "test/acc": float(trainer.callback_metrics["test/acc"]),
-        "test/loss": float(trainer.callback_metrics["test/loss"]),
+        **test_results(trainer, classifier),
         "val/acc_best": val_acc_best,
         "epochs": epochs,
         "steps": trainer.global_step,
-        "test_images": int(classifier.test_images.compute()),
         "world_size": trainer.world_size,
         "wall_time_s": round(time.perf_counter() - started, 1),
         "status": "completed",

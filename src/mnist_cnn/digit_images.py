@@ -1,0 +1,82 @@
+"""Any image of one handwritten digit -> a 28x28 uint8 image prepared the way MNIST's were.
+
+MNIST digits are white on black, fitted into a 20x20 box keeping their aspect ratio, then
+placed in a 28x28 field so that their centre of mass sits at the centre.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FIELD = 28
+BOX = 20
+INK_THRESHOLD = 0.2  # of the strongest ink: fainter pixels (paper texture, noise) do not widen the crop
+
+
+class DigitImageError(ValueError):
+    """An image file that cannot be read, or that shows no digit."""
+
+
+def read_digit(path: Path) -> torch.Tensor:
+    """The digit in the image file at `path`, as MNIST-like uint8 (28, 28)."""
+    if not path.is_file():
+        raise DigitImageError("no such file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return mnist_like(image)
+    except UnidentifiedImageError as error:
+        raise DigitImageError("not an image file that Pillow can read") from error
+    except (OSError, Image.DecompressionBombError) as error:  # e.g. a truncated file
+        raise DigitImageError(f"unreadable image: {error}") from error
+
+
+def mnist_like(image: Image.Image) -> torch.Tensor:
+    """Ink cropped to the digit, fitted into the 20x20 box, centred by mass in 28x28."""
+    ink = ink_of(image)
+    rows, columns = np.nonzero(ink >= INK_THRESHOLD * ink.max())
+    digit = ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+    digit = fit_into_box(digit)
+    return torch.from_numpy(centre_by_mass(digit))
+
+
+def ink_of(image: Image.Image) -> np.ndarray:
+    """Grayscale ink in [0, 1], background 0: inverted when the background (the border) is light."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # transparent pixels are background: lay the image on white paper
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    ink = background - gray if background > 0.5 else gray - background
+    ink = ink.clip(0, None)
+    if ink.max() < 0.1:
+        raise DigitImageError("no digit found: the image is (nearly) one flat colour")
+    return ink / ink.max()
+
+
+def fit_into_box(digit: np.ndarray) -> np.ndarray:
+    """Scale so the longer side is BOX pixels, keeping the aspect ratio (anti-aliased)."""
+    height, width = digit.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(digit).resize(size, Image.Resampling.LANCZOS)
+    scaled = np.asarray(resized).clip(0, None)
+    return scaled / scaled.max()  # thin strokes of a big image thin out: keep full contrast
+
+
+def centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Paste into a FIELD x FIELD black image with the centre of mass at the centre."""
+    rows, columns = np.indices(digit.shape)
+    mass = digit.sum()
+    centre_row, centre_column = (rows * digit).sum() / mass, (columns * digit).sum() / mass
+    middle = (FIELD - 1) / 2
+    height, width = digit.shape
+    top = int(np.clip(round(middle - centre_row), 0, FIELD - height))
+    left = int(np.clip(round(middle - centre_column), 0, FIELD - width))
+    field = np.zeros((FIELD, FIELD), dtype=np.uint8)
+    field[top:top + height, left:left + width] = np.round(digit * 255).astype(np.uint8)
+    return field

@@ -1,0 +1,65 @@
+"""The evaluation entry point: test any checkpoint, with the same error analysis as training."""
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_cnn.classifier import CheckpointError, Classifier, load_classifier
+from mnist_cnn.config import CONFIG_DIR, register_resolvers
+from mnist_cnn.error_analysis import ErrorAnalysis
+
+
+def test_results(trainer: L.Trainer, classifier: Classifier) -> dict[str, Any]:
+    """The numbers of the trainer's last test pass, with the ErrorAnalysis summary when that callback ran."""
+    results = {
+        "test/acc": float(trainer.callback_metrics["test/acc"]),
+        "test/loss": float(trainer.callback_metrics["test/loss"]),
+        "test_images": int(classifier.test_images.compute()),
+    }
+    for callback in trainer.callbacks:
+        if isinstance(callback, ErrorAnalysis):
+            results.update(callback.summary)
+    return results
+
+
+def evaluate(cfg: DictConfig, classifier: Classifier) -> dict[str, Any]:
+    """Test `classifier` on the test set, write metrics.json and figures; returns the metrics."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    datamodule = instantiate(cfg.data)
+    trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
+                          callbacks=[instantiate(callback) for callback in cfg.callbacks.values()])
+    started = time.perf_counter()
+    trainer.test(classifier, datamodule=datamodule)
+    metrics = {
+        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+        **test_results(trainer, classifier),
+        "world_size": trainer.world_size,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"test accuracy {metrics['test/acc']:.2%}, test loss {metrics['test/loss']:.4f} "
+              f"on {metrics['test_images']} images\nrun folder: {run_dir}")
+    return metrics
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        sys.exit("error: name the checkpoint to evaluate: python eval.py ckpt_path=<file>")
+    try:
+        classifier = load_classifier(cfg.ckpt_path)
+    except CheckpointError as error:
+        sys.exit(f"error: {error}")
+    evaluate(cfg, classifier)

@@ -1,0 +1,91 @@
+"""User images become MNIST-like digits: white on black, in a 20x20 box, centred by mass."""
+
+import pytest
+import torch
+from conftest import draw_digit
+from PIL import Image, ImageDraw
+
+from mnist_cnn.digit_images import BOX, DigitImageError, read_digit
+
+
+def ink_box(digit: torch.Tensor) -> tuple[int, int]:
+    """Height and width of the bounding box of the clearly inked pixels."""
+    rows, columns = (digit > 64).nonzero(as_tuple=True)
+    return int(rows.max() - rows.min() + 1), int(columns.max() - columns.min() + 1)
+
+
+def centre_of_mass(digit: torch.Tensor) -> tuple[float, float]:
+    rows, columns = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = digit.float()
+    return float((rows * mass).sum() / mass.sum()), float((columns * mass).sum() / mass.sum())
+
+
+def test_dark_digit_on_white_paper_becomes_white_on_black_28x28(tmp_path):
+    digit = read_digit(draw_digit(tmp_path / "seven.png", 7))
+    assert digit.shape == (28, 28) and digit.dtype == torch.uint8
+    assert digit.max() == 255
+    border = torch.cat([digit[0], digit[-1], digit[:, 0], digit[:, -1]])
+    assert (digit[:, :2] == 0).all() and (digit[:, -2:] == 0).all() and border.float().mean() < 30
+
+
+def test_digit_is_scaled_into_the_20_pixel_box_keeping_its_aspect_ratio(tmp_path):
+    image = Image.new("L", (300, 200), "white")
+    ImageDraw.Draw(image).rectangle([50, 60, 169, 89], fill="black")  # a bar 120 wide, 30 high
+    image.save(tmp_path / "bar.png")
+    height, width = ink_box(read_digit(tmp_path / "bar.png"))
+    assert width == BOX and height == pytest.approx(BOX * 30 / 120, abs=1)
+
+
+def test_centre_of_mass_lands_in_the_middle_wherever_the_digit_was(tmp_path):
+    image = Image.new("L", (400, 300), "white")
+    ImageDraw.Draw(image).line([(20, 20), (90, 20), (40, 110)], fill="black", width=14)  # a 7 in a corner
+    image.save(tmp_path / "corner.png")
+    row, column = centre_of_mass(read_digit(tmp_path / "corner.png"))
+    assert row == pytest.approx(13.5, abs=1) and column == pytest.approx(13.5, abs=1)
+
+
+def test_light_digit_on_dark_background_matches_the_dark_on_light_one(tmp_path):
+    dark_on_light = read_digit(draw_digit(tmp_path / "a.png", 1))
+    light_on_dark = read_digit(draw_digit(tmp_path / "b.png", 1, ink="white", paper="black"))
+    assert torch.equal(dark_on_light, light_on_dark)
+
+
+def test_transparent_background_counts_as_paper(tmp_path):
+    on_paper = read_digit(draw_digit(tmp_path / "paper.png", 7))
+    transparent = read_digit(draw_digit(tmp_path / "clear.png", 7, ink=(0, 0, 0, 255), paper=(0, 0, 0, 0),
+                                        mode="RGBA"))
+    assert torch.equal(on_paper, transparent)
+
+
+def test_any_pillow_format_and_odd_size_is_read(tmp_path):
+    digit = read_digit(draw_digit(tmp_path / "one.jpg", 1, size=(301, 77)))
+    height, width = ink_box(digit)
+    assert height == BOX and width < height  # a "1" stays tall and thin
+
+
+def text_file(path):
+    path.write_text("shopping list")
+
+
+def truncated_png(path):
+    draw_digit(path, 7)
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def blank_image(path):
+    Image.new("L", (50, 50), "white").save(path)
+
+
+def no_file(path):
+    pass
+
+
+@pytest.mark.parametrize("make_file, message", [
+    (text_file, "not an image"), (truncated_png, "unreadable image"), (no_file, "no such file"),
+    (blank_image, "no digit found"),
+])
+def test_bad_files_are_rejected_with_a_clear_reason(tmp_path, make_file, message):
+    path = tmp_path / "digit.png"
+    make_file(path)
+    with pytest.raises(DigitImageError, match=message):
+        read_digit(path)

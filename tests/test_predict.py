@@ -1,0 +1,60 @@
+"""`python predict.py ckpt_path=<file> inputs=...`, as a user runs it (the model: the tiny run's)."""
+
+import json
+import re
+
+from conftest import draw_digit, run_script
+
+# "path: 7  (7: 91.0%, 1: 5.2%, 2: 1.1%)"
+PREDICTION = re.compile(r"^(?P<file>.+): (?P<label>\d)  \((?P<top>(\d: [\d.]+%(, )?){3})\)$")
+
+
+def best_checkpoint(finished_run):
+    return finished_run[0] / "checkpoints" / "best.ckpt"
+
+
+def test_each_image_is_predicted_and_each_bad_file_gets_its_own_error(finished_run, tmp_path):
+    seven = draw_digit(tmp_path / "seven.png", 7)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    before = set(tmp_path.iterdir())
+    result = run_script("predict.py", f"ckpt_path={best_checkpoint(finished_run)}",
+                        f"inputs=[{notes},{seven},{missing}]", cwd=tmp_path)
+    assert result.returncode == 1  # some files failed
+    [line] = result.stdout.strip().splitlines()
+    match = PREDICTION.match(line)
+    assert match and match["file"] == str(seven), line
+    top = [(int(label), float(p)) for label, p in re.findall(r"(\d): ([\d.]+)%", match["top"])]
+    assert top[0][0] == int(match["label"]) and [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+    assert len({label for label, _ in top}) == 3 and sum(p for _, p in top) <= 100.05
+    assert result.stderr.strip().splitlines() == [
+        f"error: {notes}: not an image file that Pillow can read",
+        f"error: {missing}: no such file",
+    ]
+    assert set(tmp_path.iterdir()) == before  # a read-only tool: no run folder, no log file
+
+
+def test_json_lines_for_the_images_of_a_folder(finished_run, tmp_path):
+    draw_digit(tmp_path / "a.png", 1)
+    draw_digit(tmp_path / "b.jpg", 7, size=(64, 200))
+    (tmp_path / "README.txt").write_text("a folder of digits")  # not an image extension: skipped
+    result = run_script("predict.py", f"ckpt_path={best_checkpoint(finished_run)}", f"inputs={tmp_path}",
+                        "json=true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [record["file"] for record in records] == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
+    for record in records:
+        probabilities = [entry["probability"] for entry in record["top3"]]
+        assert record["label"] == record["top3"][0]["label"] and probabilities == sorted(probabilities, reverse=True)
+        assert 0 < sum(probabilities) <= 1 + 1e-5
+
+
+def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
+    draw_digit(tmp_path / "seven.png", 7)
+    result = run_script("predict.py", f"ckpt_path={tmp_path / 'seven.png'}", f"inputs={tmp_path}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        (f"error: cannot load checkpoint {tmp_path / 'seven.png'}: it is not a checkpoint written by train.py "
+         "(UnpicklingError: Weights only load failed)")
+    ]
