@@ -44,7 +44,9 @@ class Classifier(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         self.train_acc(logits, labels)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        # Each step's loss is this rank's; the epoch mean is reduced across ranks once, at epoch end.
+        self.log("train/loss_step", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=True, on_epoch=True)
         return loss
 

@@ -71,11 +71,12 @@ def run_of_checkpoint(ckpt_path: Path) -> Path:
 
 
 def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint this run continues from: the one named by ckpt_path, else the run folder's
+    own last.ckpt (there after resume=latest, or when a cluster requeues a preempted job)."""
     if cfg.ckpt_path:
         return Path(cfg.ckpt_path).resolve()
-    if cfg.resume:
-        return run_dir / CHECKPOINTS / LAST_CHECKPOINT
-    return None
+    last = run_dir / CHECKPOINTS / LAST_CHECKPOINT
+    return last if last.is_file() else None
 
 
 def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:

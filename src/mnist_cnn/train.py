@@ -21,6 +21,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
+from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results
 from mnist_cnn.mnist_files import MNISTFilesError
 from mnist_cnn.resume import ResumeError, checkpoint_to_resume, resumed_config, steps_done
@@ -77,20 +78,9 @@ def torch_threads(requested: int | None, launcher: DictConfig) -> int:
     return max(1, (os.cpu_count() or 1) // parallel_jobs)
 
 
-def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
-    """Fit on the training split, test the best checkpoint, write metrics.json; returns the metrics."""
-    torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher))
-    log.info("torch uses %d threads", torch.get_num_threads())
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
-    # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
-    logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
-    trainer = instantiate(cfg.trainer, logger=logger,
-                          callbacks=[instantiate(callback) for callback in cfg.callbacks.values()])
-    if trainer.is_global_zero and not resume_from:
-        record_hyperparameters(logger, cfg)
-
+def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.LightningDataModule,
+                 run_dir: Path, resume_from: Path | None) -> dict[str, Any]:
+    """Fit (continuing from `resume_from` if given), test the best checkpoint, write metrics.json."""
     started = time.perf_counter()
     try:
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -126,6 +116,27 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
             f"best validation accuracy {val_acc_best:.2%}, {epochs} epochs in {metrics['wall_time_s']} s\n"
             f"run folder: {run_dir}"
         )
+    return metrics
+
+
+def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
+    """Build data, model, logger and trainer from the config, then fit and test; returns the metrics."""
+    torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher))
+    log.info("torch uses %d threads", torch.get_num_threads())
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
+    # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
+    logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
+    trainer = instantiate(cfg.trainer, logger=logger,
+                          callbacks=[instantiate(callback) for callback in cfg.callbacks.values()])
+    if trainer.is_global_zero and not resume_from:
+        record_hyperparameters(logger, cfg)
+
+    try:
+        metrics = fit_and_test(trainer, classifier, datamodule, run_dir, resume_from)
+    finally:
+        end_distributed(trainer)
     return metrics
 
 
