@@ -46,8 +46,9 @@ def test_ddp_inside_a_sweep_gives_each_job_exactly_one_run_folder(tiny_data, tmp
     assert {p.name for p in sweep_dir.iterdir()} == {"0", "1", "multirun.yaml", "summary.csv", "summary.md",
                                                      "summary.png"}
     for job in ("0", "1"):
-        entries = run_folder_entries(sweep_dir / job)
-        assert RUN_FOLDER <= entries and len(entries - RUN_FOLDER) == 1  # + the job's TensorBoard run
+        # A sweep job's events (and hparams.yaml) go into one subfolder named by its overrides.
+        [tensorboard_run] = run_folder_entries(sweep_dir / job) - (RUN_FOLDER - {"hparams.yaml"})
+        assert ("lr=0.001" if job == "0" else "lr=0.003") in tensorboard_run.split(",")
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
         assert metrics["world_size"] == 2 and metrics["test_images"] == tiny_data.test_size
 

@@ -59,7 +59,11 @@ def assert_one_step_axis(scalars: dict[str, list[tuple[int, float]]]) -> None:
             assert steps == sorted(set(steps)), f"{tag} has repeated or out-of-order steps: {steps}"
 
 
-def test_sigkilled_run_resumes_to_the_same_result_as_an_uninterrupted_run(slow_tiny_data, tmp_path, uninterrupted):
+# Two ways back: naming the checkpoint, or running the same job again in its own folder,
+# as a cluster does when it requeues a preempted job.
+@pytest.mark.parametrize("resume_by", ["ckpt_path", "requeue"])
+def test_sigkilled_run_resumes_to_the_same_result_as_an_uninterrupted_run(slow_tiny_data, tmp_path, uninterrupted,
+                                                                          resume_by):
     process = start_train(slow_tiny_data, tmp_path, *LONG_EPOCHS)
     run_dir = wait_for_first_epoch(tmp_path, process)
     process.kill()
@@ -67,8 +71,9 @@ def test_sigkilled_run_resumes_to_the_same_result_as_an_uninterrupted_run(slow_t
     assert not (run_dir / "metrics.json").exists()
     torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # intact despite the kill
 
-    # run_train's own default trainer.max_epochs=2 would apply to the resumed run: restate it
-    result = run_train(slow_tiny_data, tmp_path, f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=3")
+    resume = (f"ckpt_path={run_dir}/checkpoints/last.ckpt" if resume_by == "ckpt_path"
+              else f"hydra.run.dir={run_dir}")
+    result = run_train(slow_tiny_data, tmp_path, *LONG_EPOCHS, resume)
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert only_run_dir(tmp_path) == run_dir  # same folder, no second run
