@@ -61,12 +61,15 @@ def test_sweep_preset_is_a_multirun_over_its_params():
     assert set(cfg.hydra.sweeper.params) == {"optimizer.lr", "data.batch_size", "model.channels"}
 
 
-def test_optuna_search_maximises_over_lr_batch_size_channels_and_dropout():
+def test_optuna_search_maximises_over_lr_batch_size_channels_and_dropout(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[sweep]'")
-    cfg = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    cfg = compose("train", overrides=["hparams_search=optuna", f"log_dir={tmp_path}"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
-    assert sweeper.study_name == "mnist-cnn" and sweeper.storage is None
+    # the study is kept in the sweep folder, one per study name, so a rerun continues it
+    assert sweeper.study_name == "mnist-cnn"
+    assert sweeper.storage == f"sqlite:///{tmp_path}/optuna/mnist-cnn/study.db"
+    assert (tmp_path / "optuna" / "mnist-cnn").is_dir()
     assert set(sweeper.params) == {"optimizer.lr", "data.batch_size", "model.channels", "model.dropout"}
     assert sweeper.params["optimizer.lr"].startswith("tag(log,")
 
