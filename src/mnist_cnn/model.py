@@ -11,10 +11,14 @@ MAX_BLOCKS = 4  # each block halves the image: 28 -> 14 -> 7 -> 3 -> 1
 
 class CNN(nn.Module):
     """One block per entry of `channels` (conv, optional batch norm, ReLU, 2x2 max-pool),
-    then optional dropout and a single Linear layer to the classes."""
+    then optional dropout and a single Linear layer to the classes.
+
+    `channels_last` and `compile` change how the net runs, never what it computes.
+    """
 
     def __init__(self, channels: Sequence[int] = (32, 64), kernel_size: int = 3,
-                 num_classes: int = 10, dropout: float = 0.0, batch_norm: bool = False):
+                 num_classes: int = 10, dropout: float = 0.0, batch_norm: bool = False,
+                 channels_last: bool = False, compile: bool = False):
         super().__init__()
         if isinstance(channels, (str, int)):
             raise ValueError(f"model.channels={channels!r} must be a list of widths, e.g. [32,64]")
@@ -46,7 +50,13 @@ class CNN(nn.Module):
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Linear(in_channels * size * size, num_classes),
         )
+        # oneDNN's convolutions run fastest on NHWC tensors; Flatten still reads NCHW order,
+        # so the Linear layer's weights mean the same in both formats.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
+        if compile:
+            self.compile()  # in place: the state_dict keeps its keys, checkpoints stay interchangeable
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 1, 28, 28) normalised images -> (N, num_classes) logits."""
-        return self.classifier(self.features(images))
+        return self.classifier(self.features(images.contiguous(memory_format=self.memory_format)))
