@@ -5,6 +5,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,19 +120,26 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
     return metrics
 
 
+def build(cfg: DictConfig, resume_from: Path | None = None, extra_callbacks: Sequence[L.Callback] = ()
+          ) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
+    """The datamodule, classifier and trainer (with its logger and callbacks) that `cfg` describes."""
+    datamodule = instantiate(cfg.data)
+    classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
+    # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
+    logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values()]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[*callbacks, *extra_callbacks])
+    return datamodule, classifier, trainer
+
+
 def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
     """Build data, model, logger and trainer from the config, then fit and test; returns the metrics."""
     torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher))
     log.info("torch uses %d threads", torch.get_num_threads())
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
-    # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
-    logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
-    trainer = instantiate(cfg.trainer, logger=logger,
-                          callbacks=[instantiate(callback) for callback in cfg.callbacks.values()])
+    datamodule, classifier, trainer = build(cfg, resume_from)
     if trainer.is_global_zero and not resume_from:
-        record_hyperparameters(logger, cfg)
+        record_hyperparameters(trainer.logger, cfg)
 
     try:
         metrics = fit_and_test(trainer, classifier, datamodule, run_dir, resume_from)
