@@ -133,7 +133,7 @@ class MNISTDataModule(L.LightningDataModule):
         test_images, test_labels = read_idx(raw_dir / TEST_IMAGES), read_idx(raw_dir / TEST_LABELS)
         device = self.trainer.strategy.root_device if self.on_device and self.trainer else torch.device("cpu")
         if device.type != "cpu" and self.num_workers > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.on_device=true keeps the data on {device}, where worker processes cannot "
                 f"index it: set data.num_workers=0 (got {self.num_workers}) or data.on_device=false"
             )
