@@ -186,10 +186,18 @@ def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]],
 def hparams_tab(log_dir: Path) -> dict[str, tuple[dict, dict]]:
     """What TensorBoard's HPARAMS tab lists for `log_dir`: run name -> (hparams, metrics)."""
     from tensorboard import context
-    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
-    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.backend.event_processing.data_provider import (
+        MultiplexerDataProvider,
+    )
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import (
+        EventMultiplexer,
+    )
     from tensorboard.plugins import base_plugin
-    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+    from tensorboard.plugins.hparams import (
+        api_pb2,
+        backend_context,
+        list_session_groups,
+    )
 
     multiplexer = EventMultiplexer()
     multiplexer.AddRunsFromDirectory(str(log_dir))

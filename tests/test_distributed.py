@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import only_run_dir, only_sweep_dir, run_train
 from hydra import compose, initialize_config_dir
 
-from conftest import only_run_dir, only_sweep_dir, run_train
 from mnist_cnn.config import CONFIG_DIR, register_resolvers
 
 DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")

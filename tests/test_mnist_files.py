@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import write_tiny_mnist
+
 from mnist_cnn import mnist_files
 from mnist_cnn.mnist_files import FILE_NAMES, MNISTFilesError, ensure_mnist_files
 
@@ -53,7 +53,7 @@ def test_sources_are_tried_in_order_until_one_serves_valid_files(tmp_path, serve
 
 
 def test_a_source_serving_wrong_bytes_is_skipped_and_nothing_of_it_is_kept(tmp_path, served):
-    folder, md5 = served
+    _, md5 = served
     calls = []
 
     def corrupt(staging, names):

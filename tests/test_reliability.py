@@ -9,12 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_tiny_data, only_run_dir, read_tensorboard, run_train
 from hydra import compose, initialize_config_dir
 
-from conftest import make_tiny_data, only_run_dir, read_tensorboard, run_train
 from mnist_cnn.checkpoint_io import AtomicCheckpointIO
-from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
-from mnist_cnn.config import PROJECT_ROOT
+from mnist_cnn.config import (
+    CONFIG_DIR,
+    PROJECT_ROOT,
+    ConfigError,
+    check_config,
+    register_resolvers,
+)
 from mnist_cnn.resume import new_run_dir
 
 # Long enough epochs (240 steps) that a signal lands inside one, small enough to stay quick.

@@ -9,15 +9,20 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import (
+    hparams_tab,
+    only_sweep_dir,
+    run_script,
+    run_train,
+    tensorboard_runs,
+)
 from omegaconf import OmegaConf
 
-from conftest import hparams_tab, only_sweep_dir, run_train, tensorboard_runs
-from mnist_cnn.config import CONFIG_DIR, PROJECT_ROOT
+from mnist_cnn.config import CONFIG_DIR
 from mnist_cnn.train import torch_threads
 
 SWEEP_EXTRA = "needs the optional sweep plugins: pip install -e '.[sweep]'"
@@ -169,8 +174,7 @@ def test_summarize_script_rebuilds_the_summary_with_each_jobs_status(preset_swee
     metrics = job_metrics(sweep_dir / best)
     (sweep_dir / best / "metrics.json").write_text(json.dumps({**metrics, "status": "diverged"}))
 
-    result = subprocess.run([sys.executable, "scripts/summarize.py", str(sweep_dir)], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = run_script("scripts/summarize.py", str(sweep_dir), timeout_s=120)
 
     assert result.returncode == 0, result.stderr[-3000:]
     rows = summary_rows(sweep_dir)
@@ -180,8 +184,7 @@ def test_summarize_script_rebuilds_the_summary_with_each_jobs_status(preset_swee
 
 
 def test_summarize_script_rejects_a_folder_without_jobs(tmp_path):
-    result = subprocess.run([sys.executable, "scripts/summarize.py", str(tmp_path)], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = run_script("scripts/summarize.py", str(tmp_path), timeout_s=120)
     assert result.returncode != 0 and "holds no job folders" in result.stderr
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import only_run_dir, read_tensorboard, run_train
+
 from mnist_cnn.classifier import Classifier
 
 

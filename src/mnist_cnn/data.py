@@ -7,6 +7,7 @@ With `on_device`, the whole dataset lives on the trainer's device (each DDP rank
 GPU), so a batch is an indexing operation there and nothing is copied per batch.
 """
 
+import math
 import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,7 +18,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mnist_cnn.config import ConfigError
 from mnist_cnn.mnist_files import (
-    TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, MNISTFilesError, ensure_mnist_files,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    MNISTFilesError,
+    ensure_mnist_files,
     raw_dir_of,
 )
 
@@ -96,7 +102,7 @@ class IndexBatches(Sampler):
 
     def __len__(self) -> int:
         images = len(self._indices_of_this_rank())
-        return -(-images // self.batch_size)
+        return math.ceil(images / self.batch_size)
 
 
 class MNISTDataModule(L.LightningDataModule):

