@@ -1,4 +1,4 @@
-"""On the real MNIST files (fetched once into the project's data/ folder): one epoch of
+"""On the real MNIST files (fetched once into the project's data/ folder): two epochs of
 training, shared by every test here through the session's `real_mnist_run`."""
 
 import json
@@ -9,7 +9,7 @@ from conftest import draw_digit, run_script
 pytestmark = pytest.mark.real_data
 
 
-def test_one_epoch_on_real_mnist_reaches_98_percent(real_mnist_run):
+def test_two_epochs_on_real_mnist_reach_98_percent(real_mnist_run):
     metrics = json.loads((real_mnist_run / "metrics.json").read_text())
     assert metrics["test_images"] == 10_000
     assert metrics["test/acc"] >= 0.98
