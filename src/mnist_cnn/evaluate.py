@@ -30,6 +30,10 @@ def test_results(trainer: L.Trainer, classifier: Classifier) -> dict[str, Any]:
     return results
 
 
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
 def evaluate(cfg: DictConfig, classifier: Classifier) -> dict[str, Any]:
     """Test `classifier` on the test set, write metrics.json and figures; returns the metrics."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -45,7 +49,7 @@ def evaluate(cfg: DictConfig, classifier: Classifier) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
     if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metrics(run_dir, metrics)
         print(f"test accuracy {metrics['test/acc']:.2%}, test loss {metrics['test/loss']:.4f} "
               f"on {metrics['test_images']} images\nrun folder: {run_dir}")
     return metrics

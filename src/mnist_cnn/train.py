@@ -1,6 +1,5 @@
 """The training entry point: compose the parts from config, fit, test, record."""
 
-import json
 import logging
 import os
 import sys
@@ -23,7 +22,7 @@ from torch.utils.tensorboard.summary import hparams
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
 from mnist_cnn.distributed import end_distributed
-from mnist_cnn.evaluate import test_results
+from mnist_cnn.evaluate import test_results, write_metrics
 from mnist_cnn.mnist_files import MNISTFilesError
 from mnist_cnn.resume import (
     ResumeError,
@@ -65,10 +64,6 @@ def record_hyperparameters(logger: TensorBoardLogger, cfg: DictConfig) -> None:
     writer = logger.experiment._get_file_writer()
     for summary in hparams(hyperparameters(cfg), dict.fromkeys(HPARAMS_METRICS, 0.0)):
         writer.add_summary(summary)
-
-
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def torch_threads(requested: int | None, launcher: DictConfig) -> int:
