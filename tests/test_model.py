@@ -31,3 +31,18 @@ def test_default_is_two_conv_layers_and_one_linear_layer():
 def test_bad_settings_raise_a_clear_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CNN(**kwargs)
+
+
+def test_pooling_before_the_relu_computes_what_the_textbook_order_computes():
+    torch.manual_seed(0)
+    net = CNN(channels=[8, 16]).double()
+    textbook = torch.nn.Sequential(  # conv, ReLU, pool: the order of every tutorial
+        net.features[0], torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        net.features[4], torch.nn.ReLU(), torch.nn.MaxPool2d(2), net.classifier,
+    )
+    images = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    logits = net(images)
+    assert torch.equal(logits, textbook(images))
+    ours = torch.autograd.grad(logits.square().sum(), list(net.parameters()))
+    theirs = torch.autograd.grad(textbook(images).square().sum(), list(net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))

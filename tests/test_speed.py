@@ -36,7 +36,7 @@ def twin(reference: torch.nn.Module, **switches) -> CNN:
 def test_channels_last_runs_nhwc_and_gives_the_same_logits(fixed_batch):
     reference = CNN(channels=[8, 16]).eval()
     fast = twin(reference, channels_last=True)
-    second_conv = 4  # conv, batch norm, ReLU, pool, conv: the first has a single input channel
+    second_conv = 4  # conv, batch norm, pool, ReLU, conv: the first has a single input channel
     assert fast.features[second_conv].weight.is_contiguous(memory_format=torch.channels_last)
     assert not reference.features[second_conv].weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():

@@ -10,7 +10,7 @@ MAX_BLOCKS = 4  # each block halves the image: 28 -> 14 -> 7 -> 3 -> 1
 
 
 class CNN(nn.Module):
-    """One block per entry of `channels` (conv, optional batch norm, ReLU, 2x2 max-pool),
+    """One block per entry of `channels` (conv, optional batch norm, 2x2 max-pool, ReLU),
     then optional dropout and a single Linear layer to the classes.
 
     `channels_last` and `compile` change how the net runs, never what it computes.
@@ -40,8 +40,10 @@ class CNN(nn.Module):
                 # "same" padding keeps the size, so only the pooling shrinks the image
                 nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=not batch_norm),
                 nn.BatchNorm2d(width) if batch_norm else nn.Identity(),
-                nn.ReLU(inplace=True),
+                # Pooling before the ReLU computes exactly what the textbook order does (the
+                # ReLU is monotonic, so it commutes with max), on a quarter of the values.
                 nn.MaxPool2d(2),
+                nn.ReLU(inplace=True),
             ]
             in_channels, size = width, size // 2
         self.features = nn.Sequential(*blocks)
