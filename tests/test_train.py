@@ -53,3 +53,12 @@ def test_scheduler_option_runs_end_to_end(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     scalars, _ = read_tensorboard(only_run_dir(tmp_path))
     assert "lr-Adam" in scalars
+
+
+def test_a_run_stopped_before_any_validation_tests_its_final_weights(tiny_data, tmp_path):
+    result = run_train(tiny_data, tmp_path, "+trainer.max_steps=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "before any validation pass" in result.stdout
+    metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 3
+    assert metrics["test_images"] == 150 and "val/acc_best" not in metrics

@@ -98,12 +98,15 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
               file=sys.stderr)
         raise SystemExit(1) from None
 
-    val_acc_best = float(trainer.callback_metrics["val/acc_best"])
+    validation = {key: float(value) for key, value in trainer.callback_metrics.items() if key == "val/acc_best"}
+    if not validation:  # then no best checkpoint exists either
+        log.warning("training ended before any validation pass (trainer.max_steps, check_val_every_n_epoch "
+                    "or limit_val_batches): testing the final weights, no val/acc_best")
     epochs = trainer.current_epoch
-    trainer.test(classifier, datamodule=datamodule, ckpt_path="best", weights_only=True)
+    trainer.test(classifier, datamodule=datamodule, ckpt_path="best" if validation else None, weights_only=True)
     metrics = {
         **test_results(trainer, classifier),
-        "val/acc_best": val_acc_best,
+        **validation,
         "epochs": epochs,
         "steps": trainer.global_step,
         "world_size": trainer.world_size,
@@ -112,9 +115,10 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
     }
     if trainer.is_global_zero:
         write_metrics(run_dir, metrics)
+        best_validation = f"best validation accuracy {validation['val/acc_best']:.2%}, " if validation else ""
         print(
             f"test accuracy {metrics['test/acc']:.2%}, test loss {metrics['test/loss']:.4f}, "
-            f"best validation accuracy {val_acc_best:.2%}, {epochs} epochs in {metrics['wall_time_s']} s\n"
+            f"{best_validation}{epochs} epochs in {metrics['wall_time_s']} s\n"
             f"run folder: {run_dir}"
         )
     return metrics
@@ -161,7 +165,7 @@ def main(cfg: DictConfig) -> float | None:
             cfg = resumed_config(run_dir, list(hydra_config.overrides.task))
         check_config(cfg)
         # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
-        return train(cfg, run_dir, resume_from)["val/acc_best"]
+        return train(cfg, run_dir, resume_from).get("val/acc_best")
     except Exception as error:
         if hydra_config.mode == RunMode.MULTIRUN:
             # Hydra 1.3's sweepers stop the whole sweep at the first job that raised, and skip
