@@ -5,9 +5,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from mnist_cnn import analysis, figures
 from mnist_cnn.data import denormalize
@@ -91,8 +94,12 @@ class ErrorAnalysis(L.Callback):
         self._publish(trainer, "test/reliability", figures.reliability_diagram(bins))
 
     def _publish(self, trainer: L.Trainer, tag: str, figure: Figure) -> None:
+        # Drawn once (most of a figure's cost), then the same pixels go to the file and to TensorBoard.
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        pixels = np.asarray(canvas.buffer_rgba())[..., :3]
         self.figures_dir.mkdir(parents=True, exist_ok=True)
-        figure.savefig(self.figures_dir / f"{tag.replace('/', '_')}.png", dpi=100)
+        Image.fromarray(pixels).save(self.figures_dir / f"{tag.replace('/', '_')}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(tag, figure, global_step=trainer.global_step)
+                logger.experiment.add_image(tag, pixels, global_step=trainer.global_step, dataformats="HWC")
