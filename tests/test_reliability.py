@@ -177,6 +177,7 @@ def composed():
     ("model.channels=wide", "model.channels"),
     ("model.dropout=2", "model.dropout"),
     ("threads=0", "threads"),
+    ("reuse_freed_memory=maybe", "reuse_freed_memory"),
 ])
 def test_config_check_names_the_bad_key(composed, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -70,6 +70,7 @@ RULES = {
     "data.num_workers": (lambda v: _is_integer(v) and v >= 0, "an integer >= 0"),
     "trainer.max_epochs": (lambda v: _is_integer(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 for no limit"),
     "threads": (lambda v: v is None or (_is_integer(v) and v >= 1), "an integer >= 1, or null for the cores / parallel jobs"),
+    "reuse_freed_memory": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

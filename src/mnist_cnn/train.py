@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
+from mnist_cnn.allocator import reuse_freed_memory
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
 from mnist_cnn.distributed import end_distributed
@@ -140,6 +141,8 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
     """Build data, model, logger and trainer from the config, then fit and test; returns the metrics."""
     torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher))
     log.info("torch uses %d threads", torch.get_num_threads())
+    if cfg.reuse_freed_memory and not reuse_freed_memory():
+        log.info("reuse_freed_memory has no effect here: it needs glibc's malloc (Linux)")
     L.seed_everything(cfg.seed, workers=True)
     datamodule, classifier, trainer = build(cfg, resume_from)
     if trainer.is_global_zero and not resume_from:
