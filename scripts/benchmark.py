@@ -3,12 +3,15 @@
     python scripts/benchmark.py                                  # the full benchmark, a few minutes
     python scripts/benchmark.py --variant bf16=trainer.precision=bf16-mixed --skip-runs
 
-(a) A plain loop (contiguous float32 net, Adam, nothing else) and (b) the project's path
-(the Trainer, logger, callbacks and metrics that `python train.py` builds from the composed
-config) train the same net on the same batches in this one process, in alternating rounds,
-so that load from other processes slows both alike. Each `--variant` is the project's path
-with more overrides. (c) `python train.py experiment=fast` runs as a user types it, timed
-from process start to exit, and (d) a one-epoch default run gives the default's peak memory
+(a) A plain loop as a tutorial writes it (the net in the textbook order conv, ReLU, pool,
+default memory format; Adam, nothing else), (b) the same loop over the project's own net
+(the same function and weights, run with the project's speed switches), and (c) the
+project's path (the Trainer, logger, callbacks and metrics that `python train.py` builds
+from the composed config) train on the same batches in this one process, in alternating
+rounds, so that load from other processes slows all alike; (c) against (b) is what
+Lightning, logging and metrics cost. Each `--variant` is the project's path with more
+overrides. Then (d) `python train.py experiment=fast` runs as a user types it, timed from
+process start to exit, and (e) a one-epoch default run gives the default's peak memory
 (data and model are loaded once, so memory does not grow with epochs).
 Trailing arguments are Hydra overrides applied to every part, e.g. data.batch_size=256.
 """
@@ -33,12 +36,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
+from mnist_cnn.allocator import reuse_freed_memory
 from mnist_cnn.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
 from mnist_cnn.data import IndexBatches, MNISTDataModule, TensorBatches, normalize
 from mnist_cnn.train import build
 
 PLAIN = "plain loop"
+BARE = "project's net, plain loop"
 PROJECT = "project"
 
 
@@ -78,11 +84,27 @@ def shuffled_batches(split: TensorBatches, batch_size: int, seed: int) -> Iterat
             yield normalize(images), labels
 
 
-def plain_loop_images_per_s(cfg: DictConfig, warmup_steps: int, steps: int) -> float:
+def textbook_net(project_net: nn.Module, model: DictConfig) -> nn.Module:
+    """The project's net as a tutorial writes it: conv, ReLU, pool per block, default memory
+    format. It takes the project's weights, which also proves the two are the same net."""
+    layers, in_channels = [], 1
+    for width in model.channels:
+        layers += [nn.Conv2d(in_channels, width, model.kernel_size, padding=model.kernel_size // 2,
+                             bias=not model.batch_norm),
+                   *([nn.BatchNorm2d(width)] if model.batch_norm else []), nn.ReLU(), nn.MaxPool2d(2)]
+        in_channels = width
+    size = 28 // 2 ** len(model.channels)
+    net = nn.Sequential(*layers, nn.Flatten(), *([nn.Dropout(model.dropout)] if model.dropout else []),
+                        nn.Linear(in_channels * size * size, model.num_classes))
+    # strict: any difference in parameters or their shapes raises
+    net.load_state_dict(dict(zip(net.state_dict(), project_net.state_dict().values(), strict=True)))
+    return net
+
+
+def plain_loop_images_per_s(net: nn.Module, cfg: DictConfig, warmup_steps: int, steps: int) -> float:
     datamodule: MNISTDataModule = instantiate(cfg.data)
     datamodule.setup("fit")
     batches = shuffled_batches(datamodule.splits["train"], cfg.data.batch_size, cfg.seed)
-    net = instantiate(cfg.model, channels_last=False, compile=False)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr)
     images_seen = 0
     for step in range(warmup_steps + steps):
@@ -163,6 +185,8 @@ def print_table(result: dict) -> None:
     print(f"  {'path':<28} {'images/s':>9} {'vs plain loop':>14}")
     for name, row in result["throughput"].items():
         print(f"  {name:<28} {row['images_per_s']:>9.0f} {row['vs_plain_loop']:>13.2f}x")
+    print(f"the Trainer, logging and metrics cost {result['lightning_overhead']:.1%} of a step "
+          f"({PROJECT} against {BARE})")
     for name, run in result["runs"].items():
         print(f"{name}: {run['command']}\n  test accuracy {run['test_acc']:.2%} after {run['epochs']} epochs, "
               f"{run['wall_time_s']} s from start to exit, peak memory {run['peak_memory_mb']} MB")
@@ -180,9 +204,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
         configs = {name: compose_config([*args.overrides, *extra], Path(scratch) / "runs" / name)
                    for name, extra in variants.items()}
-        timings: dict[str, list[float]] = {PLAIN: [], **{name: [] for name in variants}}
+        if configs[PROJECT].reuse_freed_memory:
+            # Process-wide and for good, so every path here runs with it: the ratios leave out its gain.
+            reuse_freed_memory()
+        timings: dict[str, list[float]] = {PLAIN: [], BARE: [], **{name: [] for name in variants}}
+        project_model = configs[PROJECT].model
         for round_number in range(1, args.rounds + 1):  # alternate: a burst of load hits every path alike
-            timings[PLAIN].append(plain_loop_images_per_s(configs[PROJECT], args.warmup_steps, args.steps))
+            project_net = instantiate(project_model)
+            plain_net = textbook_net(project_net, project_model)
+            timings[PLAIN].append(plain_loop_images_per_s(plain_net, configs[PROJECT], args.warmup_steps, args.steps))
+            timings[BARE].append(plain_loop_images_per_s(project_net, configs[PROJECT], args.warmup_steps, args.steps))
             for name, cfg in configs.items():
                 timings[name].append(project_images_per_s(cfg, args.warmup_steps, args.steps))
             print(f"round {round_number}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in timings.items())
@@ -204,6 +235,8 @@ def main() -> None:
                    "vs_plain_loop": statistics.median(v / p for v, p in zip(values, timings[PLAIN]))}
             for name, values in timings.items()
         },
+        # what the Trainer, logging and metrics cost: the project's path against a plain loop over its net
+        "lightning_overhead": 1 - statistics.median(p / b for p, b in zip(timings[PROJECT], timings[BARE])),
         "runs": runs,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
