@@ -86,12 +86,15 @@ def shuffled_batches(split: TensorBatches, batch_size: int, seed: int) -> Iterat
 
 def textbook_net(project_net: nn.Module, model: DictConfig) -> nn.Module:
     """The project's net as a tutorial writes it: conv, ReLU, pool per block, default memory
-    format. It takes the project's weights, which also proves the two are the same net."""
+    format. It takes the project's weights, which also proves the two are the same net.
+    With batch norm, which the project applies after the pooling, the blocks keep the
+    project's order (conv, pool, batch norm, ReLU): the textbook's computes another function."""
     layers, in_channels = [], 1
     for width in model.channels:
         layers += [nn.Conv2d(in_channels, width, model.kernel_size, padding=model.kernel_size // 2,
                              bias=not model.batch_norm),
-                   *([nn.BatchNorm2d(width)] if model.batch_norm else []), nn.ReLU(), nn.MaxPool2d(2)]
+                   *([nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.ReLU()] if model.batch_norm
+                     else [nn.ReLU(), nn.MaxPool2d(2)])]
         in_channels = width
     size = 28 // 2 ** len(model.channels)
     net = nn.Sequential(*layers, nn.Flatten(), *([nn.Dropout(model.dropout)] if model.dropout else []),
