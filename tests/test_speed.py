@@ -54,7 +54,7 @@ def test_compile_on_and_off_give_the_same_logits(fixed_batch):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
 
 
-# Five training steps of the default net (batch norm on), after three to warm up, in a new
+# Five training steps of the classic net with batch norm, after three to warm up, in a new
 # process: the allocator setting is process-wide and cannot be undone.
 PAGE_FAULTS_PER_STEP = """
 import resource, sys, torch, torch.nn.functional as F

@@ -99,7 +99,8 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
               file=sys.stderr)
         raise SystemExit(1) from None
 
-    validation = {key: float(value) for key, value in trainer.callback_metrics.items() if key == "val/acc_best"}
+    val_acc_best = trainer.callback_metrics.get("val/acc_best")
+    validation = {} if val_acc_best is None else {"val/acc_best": float(val_acc_best)}
     if not validation:  # then no best checkpoint exists either
         log.warning("training ended before any validation pass (trainer.max_steps, check_val_every_n_epoch "
                     "or limit_val_batches): testing the final weights, no val/acc_best")
