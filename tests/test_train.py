@@ -62,3 +62,12 @@ def test_a_run_stopped_before_any_validation_tests_its_final_weights(tiny_data, 
     metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == 3
     assert metrics["test_images"] == 150 and "val/acc_best" not in metrics
+
+
+def test_the_step_loss_reaches_tensorboard_at_every_log_every_n_steps(finished_run):
+    run_dir, _ = finished_run
+    scalars, _ = read_tensorboard(run_dir)
+    steps = json.loads((run_dir / "metrics.json").read_text())["steps"]
+    logged = [step for step, _ in scalars["train/loss_step"]]
+    # the run logs every 5 steps; the step loss is logged only where the logger writes it
+    assert logged == list(range(4, steps, 5))

@@ -44,9 +44,11 @@ class Classifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        # One log call per step (each costs about a millisecond of Lightning bookkeeping): the
-        # step's loss, this rank's. The epoch's figures only accumulate here, without a sync.
-        self.log("train/loss_step", loss, prog_bar=True)
+        # A log call costs about a millisecond of Lightning bookkeeping, and the logger writes
+        # step values only every `log_every_n_steps`: log the step's loss (this rank's) then.
+        # The epoch's figures only accumulate here, without a sync.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss_step", loss, prog_bar=True)
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits, labels)
         return loss
