@@ -15,8 +15,9 @@ def reuse_freed_memory() -> bool:
     """Keep freed blocks (up to 32 MiB each) in the process instead of returning them to the OS.
 
     Every training step allocates and frees the same activation buffers, a few MB each. By
-    default glibc hands such blocks back to the OS and, on the next step, takes the page
-    faults and zero-filling of fresh memory again. Returns whether the setting took effect:
+    default glibc's heuristics often hand such blocks back to the OS (how often varies from
+    process to process), and the next step takes the page faults and zero-filling of fresh
+    memory again. Returns whether the setting took effect:
     it needs glibc (Linux); elsewhere nothing changes.
     """
     if not sys.platform.startswith("linux"):
