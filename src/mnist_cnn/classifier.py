@@ -47,7 +47,8 @@ class Classifier(L.LightningModule):
         # A log call costs about a millisecond of Lightning bookkeeping, and the logger writes
         # step values only every `log_every_n_steps`: log the step's loss (this rank's) then.
         # The epoch's figures only accumulate here, without a sync.
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        every = self.trainer.log_every_n_steps  # 0: Lightning writes no step values
+        if every and (self.global_step + 1) % every == 0:
             self.log("train/loss_step", loss, prog_bar=True)
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits, labels)
