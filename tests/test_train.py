@@ -71,3 +71,10 @@ def test_the_step_loss_reaches_tensorboard_at_every_log_every_n_steps(finished_r
     logged = [step for step, _ in scalars["train/loss_step"]]
     # the run logs every 5 steps; the step loss is logged only where the logger writes it
     assert logged == list(range(4, steps, 5))
+
+
+def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
+    result = run_train(tiny_data, tmp_path, "trainer.log_every_n_steps=0", "trainer.max_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scalars, _ = read_tensorboard(only_run_dir(tmp_path))
+    assert "train/loss_step" not in scalars and "train/loss_epoch" in scalars
