@@ -17,8 +17,8 @@ def reuse_freed_memory() -> bool:
     Every training step allocates and frees the same activation buffers, a few MB each. By
     default glibc's heuristics often hand such blocks back to the OS (how often varies from
     process to process), and the next step takes the page faults and zero-filling of fresh
-    memory again. Returns whether the setting took effect:
-    it needs glibc (Linux); elsewhere nothing changes.
+    memory again. Returns whether the setting took effect: it needs glibc (Linux);
+    elsewhere nothing changes.
     """
     if not sys.platform.startswith("linux"):
         return False
