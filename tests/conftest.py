@@ -26,13 +26,17 @@ def write_idx(path: Path, values: torch.Tensor) -> str:
 
 
 def learnable_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noisy 28x28 images whose label is the position of a bright square: easy to learn."""
+    """Noisy 28x28 images whose label is the position of a bright square: easy to learn.
+    The first two pixels of image i hold i (high byte, low byte), so a test can tell which
+    images a step trained on (tests/run_probes.py reads them back)."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (count,), generator=generator)
     images = torch.randint(0, 60, (count, 28, 28), generator=generator)
     for index, label in enumerate(labels.tolist()):
         row, col = divmod(label, 5)
         images[index, 4 + 10 * row:12 + 10 * row, 1 + 5 * col:6 + 5 * col] = 255
+    ids = torch.arange(count)
+    images[:, 0, 0], images[:, 0, 1] = ids // 256, ids % 256
     return images, labels
 
 

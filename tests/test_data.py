@@ -75,3 +75,30 @@ def test_val_size_out_of_range_is_rejected(tiny_data):
 def test_denormalize_recovers_the_uint8_pixels():
     pixels = torch.randint(0, 256, (5, 28, 28), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     assert torch.equal(denormalize(normalize(pixels)), pixels)
+
+
+def test_loader_resumes_its_epoch_after_the_last_batch_it_handed_out(datamodule):
+    first = datamodule.train_dataloader()
+    first.sampler.set_epoch(1)
+    epoch_one = [labels.tolist() for _, labels in first]
+    stopped = datamodule.train_dataloader()
+    stopped.sampler.set_epoch(1)
+    batches = iter(stopped)
+    for _ in range(3):
+        next(batches)
+    state = stopped.state_dict()
+
+    resumed = datamodule.train_dataloader()
+    resumed.load_state_dict(state)
+    rest = iter(resumed)  # Lightning asks for the iterator before it sets the epoch
+    resumed.sampler.set_epoch(1)
+
+    assert state == {"epoch": 1, "batches_done": 3}
+    assert [labels.tolist() for _, labels in rest] == epoch_one[3:]
+
+
+def test_a_position_saved_at_the_end_of_an_epoch_starts_the_next_epoch_whole(datamodule):
+    loader = datamodule.train_dataloader()
+    loader.load_state_dict({"epoch": 1, "batches_done": len(loader)})
+    loader.sampler.set_epoch(2)
+    assert len(list(loader)) == len(loader)

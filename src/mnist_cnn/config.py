@@ -10,7 +10,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.overrides import overrides_label
-from mnist_cnn.resume import ResumeError, new_run_dir, run_dir_for, snapshot_subdir
+from mnist_cnn.resume import (
+    ResumeError,
+    completed_run_metrics,
+    new_run_dir,
+    nothing_to_resume,
+    run_dir_for,
+    snapshot_subdir,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -24,10 +31,15 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
     # Hydra resolves the run folder before the app starts, and would bury this message
     # in a long traceback: say it in one line instead.
     try:
-        return run_dir_for(log_dir, ckpt_path, resume)
+        run_dir = run_dir_for(log_dir, ckpt_path, resume)
     except ResumeError as error:
         print(f"Error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    # Resuming a finished run would test its last weights again and overwrite its results.
+    if (ckpt_path or resume) and (metrics := completed_run_metrics(Path(run_dir))):
+        print(nothing_to_resume(Path(run_dir), metrics))
+        raise SystemExit(0)
+    return run_dir
 
 
 def job_label(mode: RunMode, overrides: Sequence[str]) -> str:

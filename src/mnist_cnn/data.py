@@ -81,10 +81,11 @@ class IndexBatches(Sampler):
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self.skip_batches = 0  # set when resuming mid-epoch; applies to the next pass only
+        self.start_batch = 0  # where the next pass over `epoch` begins; not 0 only when resuming mid-epoch
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if epoch != self.epoch:  # a resumed position belongs to the epoch it was saved in
+            self.epoch, self.start_batch = epoch, 0
 
     def _indices_of_this_rank(self) -> torch.Tensor:
         if self.shuffle:
@@ -96,13 +97,41 @@ class IndexBatches(Sampler):
         return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        batches = self._indices_of_this_rank().split(self.batch_size)[self.skip_batches:]
-        self.skip_batches = 0
-        return iter(batches)
+        # A generator: the epoch's order is drawn at its first batch, after Lightning has called
+        # set_epoch, even when (as on resuming) it asked for the iterator before.
+        batches = self._indices_of_this_rank().split(self.batch_size)[self.start_batch:]
+        self.start_batch = 0
+        yield from batches
 
     def __len__(self) -> int:
         images = len(self._indices_of_this_rank())
         return math.ceil(images / self.batch_size)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over IndexBatches that knows how far the current epoch got.
+
+    Lightning saves `state_dict()` in every checkpoint and hands it to `load_state_dict`
+    before training resumes, so a resumed run goes on with the same epoch's order from the
+    first batch it had not trained on. Batches are counted as they are handed to the
+    trainer, not as the sampler yields them, so worker prefetching does not shift the count.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.position = {"epoch": 0, "batches_done": 0}
+
+    def __iter__(self) -> Iterator:
+        self.position = {"epoch": self.sampler.epoch, "batches_done": self.sampler.start_batch}
+        for batch in super().__iter__():
+            self.position["batches_done"] += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.position)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.epoch, self.sampler.start_batch = state["epoch"], state["batches_done"]
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -113,7 +142,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.batch_size, self.val_size, self.num_workers = batch_size, val_size, num_workers
         self.seed, self.md5, self.redownload, self.on_device = seed, dict(md5), redownload, on_device
         self.splits: dict[str, TensorBatches] = {}
-        self.resume_train_batches = 0
+        self.train_loader: ResumableLoader | None = None
+        self.restored_train_position: dict[str, int] | None = None
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per machine; the others wait for it.
@@ -152,7 +182,7 @@ class MNISTDataModule(L.LightningDataModule):
             ]
         }
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool) -> ResumableLoader:
         trainer = self.trainer
         sampler = IndexBatches(
             len(self.splits[split]), self.batch_size, shuffle, self.seed,
@@ -160,29 +190,31 @@ class MNISTDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
         )
         # batch_size=None: the sampler already yields whole batches of indices.
-        return DataLoader(self.splits[split], sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return ResumableLoader(self.splits[split], sampler=sampler, batch_size=None,
+                               num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        loader = self._loader("train", shuffle=True)
-        loader.sampler.skip_batches, self.resume_train_batches = self.resume_train_batches, 0
-        return loader
+    def train_dataloader(self) -> ResumableLoader:
+        self.train_loader = self._loader("train", shuffle=True)
+        if self.restored_train_position:
+            self.train_loader.load_state_dict(self.restored_train_position)
+            self.restored_train_position = None
+        return self.train_loader
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> ResumableLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> ResumableLoader:
         return self._loader("test", shuffle=False)
 
-    # A checkpoint taken mid-epoch (on Ctrl+C or SIGTERM) records how far the epoch got, so
-    # the resumed run continues with the next unseen batch instead of repeating the epoch's start.
-    def state_dict(self) -> dict[str, int]:
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        epoch_done = progress.completed >= self.trainer.num_training_batches
-        return {"train_batches_done": 0 if epoch_done else progress.completed}
+    # Lightning restores a loader's state itself only if it first asks for the loader after
+    # restoring the checkpoint, and sizing the learning-rate schedule (configure_optimizers reads
+    # estimated_stepping_batches) asks before. The datamodule's state is restored earlier than
+    # both, so the training position travels with it and goes into the loader when it is made.
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        return {"train_position": self.train_loader.state_dict()} if self.train_loader else {}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.resume_train_batches = state["train_batches_done"]
+    def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
+        self.restored_train_position = state.get("train_position")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -1,16 +1,26 @@
 """Run folders: a new one per run, or an interrupted run's own when it is resumed."""
 
 import itertools
+import json
 from datetime import datetime
 from pathlib import Path
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+SNAPSHOT = ".hydra"
 # Settings that say where to resume from; the resumed run's own config says everything else.
 RESUME_KEYS = ("ckpt_path", "resume")
+# Settings that fix a run's length and data order. The checkpoint restores a learning-rate
+# schedule sized from them and a position in an epoch's order drawn from them: a resumed
+# run that changed one would silently follow neither.
+RUN_SHAPE_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches",
+                  "trainer.accumulate_grad_batches", "data.batch_size", "data.val_size", "seed",
+                  "trainer.devices", "trainer.num_nodes")
 
 
 class ResumeError(ValueError):
@@ -42,11 +52,24 @@ def run_dir_for(log_dir: str, ckpt_path: str | None, resume: str | None) -> str:
     return new_run_dir(str(Path(log_dir) / "runs"))
 
 
-def snapshot_subdir(ckpt_path: str | None, resume: str | None) -> str:
-    """Where Hydra writes its config snapshot; a resumed run keeps the original `.hydra/config.yaml`."""
-    if ckpt_path or resume:
-        return f".hydra/resumed_{datetime.now():%Y-%m-%d_%H-%M-%S}"
-    return ".hydra"
+def snapshot_subdir(run_dir: str) -> str:
+    """Where Hydra writes its config snapshot. A run folder that holds one already (a resumed
+    or requeued run) keeps it, the config the run continues; the new one goes beside it."""
+    if (Path(run_dir) / SNAPSHOT / "config.yaml").is_file():
+        return f"{SNAPSHOT}/resumed_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    return SNAPSHOT
+
+
+def completed_run_metrics(run_dir: Path) -> dict | None:
+    """The metrics of a run that has finished; None if it has not."""
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return metrics if metrics.get("status") == "completed" else None
+
+
+def nothing_to_resume(run_dir: Path, metrics: dict) -> str:
+    return (f"run {run_dir} is complete (test accuracy {metrics['test/acc']:.2%}): nothing to resume. "
+            "To train again, start a new run.")
 
 
 def latest_run(runs_dir: Path) -> Path:
@@ -80,28 +103,44 @@ def checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
 
 
 def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's original config, with the key=value overrides given now (e.g. trainer.max_epochs=10).
+    """The run's original config, with the overrides given now applied as Hydra would apply them.
 
-    Config group choices (e.g. `data=tiny`) must match the run's own: a resumed run
-    keeps its data, model and optimizer.
+    Config group choices (e.g. `data=tiny`) must match the run's own, nothing can be removed
+    (`~key`), and the settings that fix the run's length and data order (RUN_SHAPE_KEYS) must
+    keep their values: anything else (e.g. `trainer.enable_progress_bar=false`) applies.
     """
-    snapshot = run_dir / ".hydra"
-    original = OmegaConf.load(snapshot / "config.yaml")
-    groups = OmegaConf.load(snapshot / "hydra.yaml").hydra.runtime.choices
-    changes = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key in RESUME_KEYS:
+    original = OmegaConf.load(run_dir / SNAPSHOT / "config.yaml")
+    choices = OmegaConf.load(run_dir / SNAPSHOT / "hydra.yaml").hydra.runtime.choices
+    config = OmegaConf.load(run_dir / SNAPSHOT / "config.yaml")
+    OmegaConf.set_struct(config, True)  # like Hydra: a new key needs `+`
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key, line = override.key_or_group, override.input_line
+        if key in RESUME_KEYS or key.split("/")[0].split(".")[0] == "hydra":
             continue
-        if key in groups:
-            if value != groups[key]:
-                raise ResumeError(f"{override}: the resumed run uses {key}={groups[key]}, and keeps it")
+        if override.is_delete():
+            raise ResumeError(f"{line}: a resumed run keeps every setting it started with; "
+                              "to run without it, start a new run")
+        if key in choices:
+            if override.value() != choices[key]:
+                raise ResumeError(f"{line}: the resumed run uses {key}={choices[key]}, and keeps it")
             continue
-        changes.append(override)
-    try:
-        return OmegaConf.merge(original, OmegaConf.from_dotlist(changes))
-    except Exception as error:
-        raise ResumeError(f"cannot apply {changes} to the resumed run: {error}") from error
+        try:
+            OmegaConf.update(config, key, override.value(), merge=True,
+                             force_add=override.is_add() or override.is_force_add())
+        except OmegaConfBaseException as error:
+            reason = str(error).splitlines()[0]  # OmegaConf adds lines of internal detail
+            raise ResumeError(f"{line}: cannot apply it to the resumed run ({reason}); "
+                              f"to add a key the run does not have, write +{key}=...") from error
+    for key in RUN_SHAPE_KEYS:
+        started_with, now = OmegaConf.select(original, key), OmegaConf.select(config, key)
+        if now != started_with:
+            setting = f"{key}={started_with}" if started_with is not None else f"no {key}"
+            raise ResumeError(
+                f"{key}={now}: the run was started with {setting}, and a resumed run keeps it "
+                "(its learning-rate schedule and data order depend on it). Resume without this override, "
+                "or start a new run with the setting you want."
+            )
+    return config
 
 
 def steps_done(ckpt_path: Path) -> int:

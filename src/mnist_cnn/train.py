@@ -26,8 +26,11 @@ from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results, write_metrics
 from mnist_cnn.mnist_files import MNISTFilesError
 from mnist_cnn.resume import (
+    SNAPSHOT,
     ResumeError,
     checkpoint_to_resume,
+    completed_run_metrics,
+    nothing_to_resume,
     resumed_config,
     steps_done,
 )
@@ -164,8 +167,14 @@ def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     try:
+        if metrics := completed_run_metrics(run_dir):  # a requeued job that had finished
+            log.info("%s", nothing_to_resume(run_dir, metrics))
+            return metrics.get("val/acc_best")
         resume_from = checkpoint_to_resume(cfg, run_dir)
-        if resume_from:
+        # A folder that held a config snapshot before this process started is an earlier
+        # run's (resumed, or requeued by a cluster): continue with that run's config.
+        continues_earlier_run = hydra_config.output_subdir not in (None, SNAPSHOT)
+        if resume_from or continues_earlier_run:
             cfg = resumed_config(run_dir, list(hydra_config.overrides.task))
         check_config(cfg)
         # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
