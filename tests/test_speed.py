@@ -81,8 +81,8 @@ def page_faults_per_step(mode: str) -> float:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_reusing_freed_memory_spares_the_page_faults_of_fresh_buffers_every_step():
-    # Whether glibc's own heuristics hand the buffers back varies from process to process
-    # (0 to 9,300 faults per step here): the worst of up to five shows what the default costs.
+    # Whether glibc's own heuristics hand the buffers back varies from process to process:
+    # the worst of up to five shows what the default costs.
     default = 0.0
     for _ in range(5):
         default = max(default, page_faults_per_step("default"))

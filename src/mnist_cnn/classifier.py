@@ -44,8 +44,8 @@ class Classifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        # A log call costs about a millisecond of Lightning bookkeeping, and the logger writes
-        # step values only every `log_every_n_steps`: log the step's loss (this rank's) then.
+        # Every log call costs Lightning bookkeeping, and the logger writes step values only
+        # every `log_every_n_steps`: log the step's loss (this rank's) then.
         # The epoch's figures only accumulate here, without a sync.
         every = self.trainer.log_every_n_steps  # 0: Lightning writes no step values
         if every and (self.global_step + 1) % every == 0:

@@ -18,8 +18,8 @@ WRONG = "tab:red"
 RIGHT = "black"
 
 
-# The grids are one mosaic image in one Axes (an Axes per image takes ten times as long to
-# draw). Sizes in mosaic pixels: an image, the space between columns, the caption room above.
+# The grids are one mosaic image in one Axes (an Axes per image is far slower to draw).
+# Sizes in mosaic pixels: an image, the space between columns, the caption room above.
 CELL, GAP, CAPTION = 28, 4, 12
 INCHES_PER_PIXEL = 0.045
 TITLE_INCHES = 0.5

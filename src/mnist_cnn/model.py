@@ -43,7 +43,7 @@ class CNN(nn.Module):
                 # ReLU is monotonic, so it commutes with max), on a quarter of the values.
                 nn.MaxPool2d(2),
                 # Batch norm after the pooling normalises a quarter of the values too: not the
-                # same function as before it, as good a net, and a third faster to train.
+                # same function as before it, as good a net, and faster to train.
                 nn.BatchNorm2d(width) if batch_norm else nn.Identity(),
                 nn.ReLU(inplace=True),
             ]
