@@ -1,16 +1,19 @@
 """Never lose a run: resume after a crash or a signal, stop on divergence, reject bad settings."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import make_tiny_data, only_run_dir, read_tensorboard, run_train
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.demos.boring_classes import BoringModel
 
 from mnist_cnn.checkpoint_io import AtomicCheckpointIO
 from mnist_cnn.config import (
@@ -21,6 +24,7 @@ from mnist_cnn.config import (
     register_resolvers,
 )
 from mnist_cnn.resume import new_run_dir
+from mnist_cnn.stopping import CheckpointOnInterrupt, StopOnDivergence, TrainingDiverged
 
 # Long enough epochs (240 steps) that a signal lands inside one, small enough to stay quick.
 LONG_EPOCHS = ("data.batch_size=8", "model.channels=[4,8]", "trainer.max_epochs=3", "trainer.log_every_n_steps=10")
@@ -208,3 +212,79 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_intact(tmp_pat
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_finite_explosion_of_the_loss_is_divergence_too(tiny_data, tmp_path):
+    # Adam at lr 1e4: the loss leaps to about 1e16 and stays finite; left alone, the run
+    # would end "completed" with whatever weights it lands on.
+    result = run_train(tiny_data, tmp_path, "optimizer.lr=1e4")
+
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "training diverged: the loss became" in output and "Traceback" not in output
+    assert json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_max_loss_of_the_callback_sets_the_limit(tiny_data, tmp_path):
+    # A working run's first losses (about ln 10 = 2.3) are above a limit of 1
+    result = run_train(tiny_data, tmp_path, "callbacks.stop_on_divergence.max_loss=1")
+
+    assert result.returncode == 1
+    assert "training diverged: the loss became" in result.stdout + result.stderr
+
+
+def run_until_exit(command: list[str], timeout_s: float, env: dict) -> tuple[int | None, str]:
+    """Run `command` in its own process group; (exit code, output), or (None, output) when it
+    was still running after `timeout_s` and had to be killed with all its children."""
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+        return process.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return None, process.communicate()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad_rank", [0, 1])
+def test_divergence_on_one_ddp_rank_stops_every_rank(tiny_data, tmp_path, bad_rank):
+    # 5 steps per rank and epoch; step 4 is the epoch's last, where every rank checks the loss.
+    # Only `bad_rank` sees a NaN loss there: the healthy rank must stop too, not wait for it.
+    poison = ("+callbacks.nan_weights._target_=faults.NanWeightsOnOneRank",
+              f"+callbacks.nan_weights.rank={bad_rank}", "+callbacks.nan_weights.step=4")
+    command = [sys.executable, "train.py", "--config-dir", str(tiny_data.config_dir), "data=tiny",
+               f"log_dir={tmp_path}", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+               "trainer.max_epochs=2", "trainer.enable_progress_bar=false", *poison]
+    tests_dir = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))}
+
+    returncode, output = run_until_exit(command, timeout_s=120, env=env)
+
+    assert returncode == 1, output[-3000:]
+    assert "training diverged: the loss became nan at step 5" in output
+    metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["steps"] == 5
+
+
+class NanLossModel(BoringModel):
+    def training_step(self, batch, batch_idx):
+        return {"loss": super().training_step(batch, batch_idx)["loss"] * float("nan")}
+
+
+class BuggyModel(BoringModel):
+    def training_step(self, batch, batch_idx):
+        raise ZeroDivisionError("a bug in the training step")
+
+
+@pytest.mark.parametrize("model, error", [(NanLossModel, TrainingDiverged), (BuggyModel, ZeroDivisionError)])
+def test_ctrl_c_acts_as_usual_again_after_a_fit_that_raised(tmp_path, model, error):
+    original = signal.getsignal(signal.SIGINT)
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[CheckpointOnInterrupt(), StopOnDivergence(check_every_n_steps=1, max_loss=100)])
+
+    with pytest.raises(error):
+        trainer.fit(model())
+
+    assert signal.getsignal(signal.SIGINT) is original
