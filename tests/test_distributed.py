@@ -53,6 +53,24 @@ def test_ddp_inside_a_sweep_gives_each_job_exactly_one_run_folder(tiny_data, tmp
         assert metrics["world_size"] == 2 and metrics["test_images"] == tiny_data.test_size
 
 
+@pytest.mark.slow
+def test_ddp_inside_a_sweep_preset_runs_each_rank_as_a_single_job(tiny_data, tmp_path):
+    # The preset sets hydra.mode=MULTIRUN in its YAML; the values given here replace its grid
+    # (two jobs). The ranks a job starts must run that job, not sweeps of their own.
+    result = run_train(tiny_data, tmp_path, *DDP, "experiment=lr_batch_channels_grid", "optimizer.lr=0.001",
+                       "data.batch_size=32", "model.channels=[4,8],[8,16]", "trainer.max_epochs=1")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["multiruns"]
+    sweep_dir = only_sweep_dir(tmp_path)  # the ranks made no sweep folders of their own
+    assert {p.name for p in sweep_dir.iterdir()} == {"0", "1", "multirun.yaml", "summary.csv", "summary.md",
+                                                     "summary.png"}
+    for job in ("0", "1"):
+        assert {p.name for p in (sweep_dir / job).iterdir()} >= RUN_FOLDER - {"hparams.yaml"}
+        metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and metrics["world_size"] == 2
+
+
 def test_submitit_local_sweep_runs_both_jobs_and_summarises_them(tiny_data, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs pip install -e '.[cluster]'")
     result = run_train(tiny_data, tmp_path, "hydra/launcher=submitit_local", "optimizer.lr=0.001,0.003",
