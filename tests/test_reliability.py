@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -288,3 +289,32 @@ def test_ctrl_c_acts_as_usual_again_after_a_fit_that_raised(tmp_path, model, err
         trainer.fit(model())
 
     assert signal.getsignal(signal.SIGINT) is original
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1000 KB file system: room for the first files of a run and one checkpoint (610 KB), not two."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1000k", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_named_with_the_last_complete_checkpoint(tiny_data, tiny_disk):
+    result = run_train(tiny_data, tiny_disk)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    message = next(line for line in output.splitlines() if "no space left on device" in line)
+    writing, complete = re.fullmatch(r".*no space left on device while writing (\S+\.ckpt); "
+                                     r"the last complete checkpoint is (\S+\.ckpt)", message).groups()
+    assert Path(writing).parent == Path(complete).parent == only_run_dir(tiny_disk) / "checkpoints"
+    assert torch.load(complete, weights_only=True)["global_step"] > 0  # whole, and loads
+    assert not list(Path(complete).parent.glob(".*partial"))
+    assert json.loads((only_run_dir(tiny_disk) / "metrics.json").read_text())["status"] == "failed"

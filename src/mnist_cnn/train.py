@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_cnn.allocator import reuse_freed_memory
+from mnist_cnn.checkpoint_io import DiskFullError
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
 from mnist_cnn.distributed import end_distributed
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 # The metrics that sit beside each run's hyperparameters in TensorBoard's HPARAMS tab.
 HPARAMS_METRICS = ("val/acc_best", "test/acc", "test/loss")
 # Failures whose message says all a user needs; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged)
+USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged, DiskFullError)
+# What metrics.json says of a fit that one of these ended; a sweep lists the job as not completed.
+STOPPED_STATUS = {SIGTERMException: "interrupted", TrainingDiverged: "diverged", DiskFullError: "failed"}
 
 
 def plain(config: DictConfig) -> dict[str, Any]:
@@ -86,10 +89,10 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
     started = time.perf_counter()
     try:
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    except (SIGTERMException, TrainingDiverged) as stop:
+    except tuple(STOPPED_STATUS) as stop:
         interrupted = isinstance(stop, SIGTERMException)
         if trainer.is_global_zero:
-            write_metrics(run_dir, {"status": "interrupted" if interrupted else "diverged",
+            write_metrics(run_dir, {"status": STOPPED_STATUS[type(stop)],
                                     "epochs": trainer.current_epoch, "steps": trainer.global_step,
                                     "wall_time_s": round(time.perf_counter() - started, 1)})
         if not interrupted:
