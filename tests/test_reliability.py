@@ -193,6 +193,14 @@ def test_default_config_passes_the_check(composed):
     check_config(composed())
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_no_epoch_limit_is_refused_for_a_schedule_that_spans_the_run(composed, scheduler):
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs=-1 .*scheduler=none"):
+        check_config(composed("trainer.max_epochs=-1", f"scheduler={scheduler}"))
+    check_config(composed("trainer.max_epochs=-1", f"scheduler={scheduler}", "+trainer.max_steps=100"))
+    check_config(composed("trainer.max_epochs=-1", "scheduler=none"))
+
+
 def test_two_runs_started_in_the_same_second_get_different_folders(tmp_path):
     first, second = new_run_dir(str(tmp_path)), new_run_dir(str(tmp_path))
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
