@@ -205,8 +205,21 @@ def test_a_completed_job_without_validation_is_summarised_and_plotted(tiny_data,
 
 # --- parallel jobs -----------------------------------------------------------------------
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs this process may run on, and CPU affinity (Linux)")
+def test_threads_default_to_the_cpus_this_process_may_run_on():
+    # As under SLURM's cpus_per_task or taskset: the machine has more cores than the job may use.
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        threads = torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"}))
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert threads == 1
+
+
 def test_threads_default_to_the_cores_shared_among_parallel_jobs():
-    cores = os.cpu_count()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"})) == cores
     assert torch_threads(3, OmegaConf.create({"n_jobs": 2})) == 3
     pytest.importorskip("joblib", reason=SWEEP_EXTRA)

@@ -71,7 +71,7 @@ def record_hyperparameters(logger: TensorBoardLogger, cfg: DictConfig) -> None:
 
 
 def torch_threads(requested: int | None, launcher: DictConfig) -> int:
-    """Torch's thread count for this job: as requested, else the cores shared among the jobs
+    """Torch's thread count for this job: as requested, else the usable CPUs shared among the jobs
     the launcher runs side by side (joblib's `n_jobs`), so parallel jobs don't oversubscribe."""
     if requested is not None:
         return requested
@@ -80,7 +80,14 @@ def torch_threads(requested: int | None, launcher: DictConfig) -> int:
         from joblib import effective_n_jobs  # installed with the launcher
 
         parallel_jobs = effective_n_jobs(launcher.n_jobs)
-    return max(1, (os.cpu_count() or 1) // parallel_jobs)
+    return max(1, usable_cpus() // parallel_jobs)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (SLURM's cpus_per_task, taskset), not the machine's."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.LightningDataModule,
