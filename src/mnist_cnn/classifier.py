@@ -50,7 +50,7 @@ class Classifier(L.LightningModule):
         every = self.trainer.log_every_n_steps  # 0: Lightning writes no step values
         if every and (self.global_step + 1) % every == 0:
             self.log("train/loss_step", loss, prog_bar=True)
-        self.train_loss.update(loss.detach())
+        self.train_loss.update(loss.detach(), weight=len(labels))  # a short last batch counts for its images
         self.train_acc.update(logits, labels)
         return loss
 
