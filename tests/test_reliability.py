@@ -211,11 +211,10 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_intact(tmp_pat
     checkpoint_io = AtomicCheckpointIO()
     checkpoint_io.save_checkpoint({"step": 1}, path)
 
-    def killed_mid_write(obj, file):
-        file.write(b"half a checkpoint")
-        raise KeyboardInterrupt
+    def killed_before_the_data_reached_the_disk(file_descriptor):
+        raise KeyboardInterrupt  # the new checkpoint is written to the temporary file, not yet synced
 
-    monkeypatch.setattr(torch, "save", killed_mid_write)
+    monkeypatch.setattr(os, "fsync", killed_before_the_data_reached_the_disk)
     with pytest.raises(KeyboardInterrupt):
         checkpoint_io.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
@@ -325,4 +324,18 @@ def test_a_full_disk_is_named_with_the_last_complete_checkpoint(tiny_data, tiny_
     assert Path(writing).parent == Path(complete).parent == only_run_dir(tiny_disk) / "checkpoints"
     assert torch.load(complete, weights_only=True)["global_step"] > 0  # whole, and loads
     assert not list(Path(complete).parent.glob(".*partial"))
+    assert json.loads((only_run_dir(tiny_disk) / "metrics.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_ddp_stops_every_rank(tiny_data, tiny_disk):
+    # Only rank 0 writes checkpoints: the other rank must not wait for it forever.
+    command = [sys.executable, "train.py", "--config-dir", str(tiny_data.config_dir), "data=tiny",
+               f"log_dir={tiny_disk}", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+               "trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
+
+    returncode, output = run_until_exit(command, timeout_s=120, env=dict(os.environ))
+
+    assert returncode == 1, output[-3000:]
+    assert "no space left on device while writing" in output
     assert json.loads((only_run_dir(tiny_disk) / "metrics.json").read_text())["status"] == "failed"

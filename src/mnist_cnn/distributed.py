@@ -74,10 +74,17 @@ class HydraDDPStrategy(DDPStrategy):
         self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
 
 
-def end_distributed(trainer: Trainer) -> None:
+def end_distributed(trainer: Trainer, failed: bool = False) -> None:
     """Leave this process as it was before the job: the next job of a sweep that runs in the
-    same process must launch its own ranks and process group, not join the old ones."""
+    same process must launch its own ranks and process group, not join the old ones.
+
+    After a failure of this rank (a full disk: only rank 0 writes checkpoints) the ranks it
+    started may be waiting for it in a collective that never comes: they are stopped, not
+    awaited. They write no files, so nothing of theirs is lost.
+    """
     for child in getattr(trainer.strategy.launcher, "procs", []):
+        if failed:
+            child.kill()
         child.wait()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -161,8 +161,10 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
 
     try:
         metrics = fit_and_test(trainer, classifier, datamodule, run_dir, resume_from)
-    finally:
-        end_distributed(trainer)
+    except BaseException:
+        end_distributed(trainer, failed=True)
+        raise
+    end_distributed(trainer)
     return metrics
 
 
