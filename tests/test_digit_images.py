@@ -1,5 +1,6 @@
 """User images become MNIST-like digits: white on black, in a 20x20 box, centred by mass."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import draw_digit
@@ -55,6 +56,17 @@ def test_transparent_background_counts_as_paper(tmp_path):
     transparent = read_digit(draw_digit(tmp_path / "clear.png", 7, ink=(0, 0, 0, 255), paper=(0, 0, 0, 0),
                                         mode="RGBA"))
     assert torch.equal(on_paper, transparent)
+
+
+def test_16_bit_grayscale_png_reads_like_the_8_bit_one(tmp_path):
+    eight_bit = draw_digit(tmp_path / "8bit.png", 7, ink=40, paper=220, mode="L")  # pencil on paper, say
+    with Image.open(eight_bit) as image:
+        pixels = np.asarray(image, dtype=np.uint16) * 257  # 0..255 -> 0..65535
+    Image.fromarray(pixels).save(tmp_path / "16bit.png")
+    with Image.open(tmp_path / "16bit.png") as image:
+        assert image.mode.startswith("I")  # Pillow reads it as 16 or 32-bit integers, not "L"
+
+    assert torch.equal(read_digit(tmp_path / "16bit.png"), read_digit(eight_bit))
 
 
 def test_any_pillow_format_and_odd_size_is_read(tmp_path):

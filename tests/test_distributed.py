@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import only_run_dir, only_sweep_dir, run_train
+from conftest import make_tiny_data, only_run_dir, only_sweep_dir, run_eval, run_train
 from hydra import compose, initialize_config_dir
 
 from mnist_cnn.config import CONFIG_DIR, register_resolvers
@@ -23,21 +23,40 @@ def steps_per_epoch_on_half_the_data(tiny) -> int:
     return -(-per_rank // 32)  # batch size 32 in data=tiny
 
 
-def test_ddp_run_trains_each_rank_on_half_the_data_and_tests_every_image_once(tiny_data, tmp_path):
-    result = run_train(tiny_data, tmp_path, *DDP)
+@pytest.fixture(scope="module")
+def odd_tiny_data(tmp_path_factory):
+    """65 validation and 65 test images: the two ranks hold 33 and 32 of each, in 2 and 1 batches."""
+    return make_tiny_data(tmp_path_factory.mktemp("odd_tiny"), test_size=65, val_size=65)
+
+
+# A net that still makes mistakes after one epoch: the test figures have something to compare.
+WEAK_NET = ("model.channels=[2,4]", "optimizer.lr=0.001", "trainer.max_epochs=1")
+
+
+@pytest.mark.slow
+def test_ddp_run_trains_each_rank_on_half_the_data_and_tests_like_one_process(odd_tiny_data, tmp_path):
+    result = run_train(odd_tiny_data, tmp_path / "ddp", *DDP, *WEAK_NET)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path)
+    run_dir = only_run_dir(tmp_path / "ddp")
     assert run_folder_entries(run_dir) == RUN_FOLDER
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["world_size"] == 2
-    assert metrics["test_images"] == tiny_data.test_size
-    assert sum(map(sum, metrics["test/confusion_matrix"])) == tiny_data.test_size
-    assert metrics["steps"] == metrics["epochs"] * steps_per_epoch_on_half_the_data(tiny_data)
+    assert metrics["world_size"] == 2 and "val/acc_best" in metrics
+    assert metrics["steps"] == metrics["epochs"] * steps_per_epoch_on_half_the_data(odd_tiny_data)
+    # The same weights tested by one process: every figure of the uneven shards must agree.
+    single = run_eval(odd_tiny_data, tmp_path / "single", run_dir / "checkpoints" / "best.ckpt")
+    assert single.returncode == 0, single.stderr[-3000:]
+    expected = json.loads((only_run_dir(tmp_path / "single", "evals") / "metrics.json").read_text())
+    assert expected["test_images"] == odd_tiny_data.test_size and expected["test/misclassified"] > 0
+    for key in ("test_images", "test/confusion_matrix", "test/misclassified", "test/top_confusions"):
+        assert metrics[key] == expected[key], key
+    for key in ("test/acc", "test/loss", "test/ece"):
+        assert metrics[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
 
 
-def test_ddp_inside_a_sweep_gives_each_job_exactly_one_run_folder(tiny_data, tmp_path):
-    result = run_train(tiny_data, tmp_path, *DDP, "optimizer.lr=0.001,0.003", "trainer.max_epochs=1",
+@pytest.mark.slow
+def test_ddp_inside_a_sweep_gives_each_job_exactly_one_run_folder(odd_tiny_data, tmp_path):
+    result = run_train(odd_tiny_data, tmp_path, *DDP, "optimizer.lr=0.001,0.003", "trainer.max_epochs=1",
                        multirun=True)
 
     assert result.returncode == 0, result.stderr[-3000:]
@@ -50,9 +69,28 @@ def test_ddp_inside_a_sweep_gives_each_job_exactly_one_run_folder(tiny_data, tmp
         [tensorboard_run] = run_folder_entries(sweep_dir / job) - (RUN_FOLDER - {"hparams.yaml"})
         assert ("lr=0.001" if job == "0" else "lr=0.003") in tensorboard_run.split(",")
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
-        assert metrics["world_size"] == 2 and metrics["test_images"] == tiny_data.test_size
+        assert metrics["world_size"] == 2 and metrics["test_images"] == odd_tiny_data.test_size
 
 
+@pytest.mark.slow
+def test_ddp_inside_a_sweep_preset_runs_each_rank_as_a_single_job(odd_tiny_data, tmp_path):
+    # The preset sets hydra.mode=MULTIRUN in its YAML; the values given here replace its grid
+    # (two jobs). The ranks a job starts must run that job, not sweeps of their own.
+    result = run_train(odd_tiny_data, tmp_path, *DDP, "experiment=lr_batch_channels_grid", "optimizer.lr=0.001",
+                       "data.batch_size=32", "model.channels=[4,8],[8,16]", "trainer.max_epochs=1")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["multiruns"]
+    sweep_dir = only_sweep_dir(tmp_path)  # the ranks made no sweep folders of their own
+    assert {p.name for p in sweep_dir.iterdir()} == {"0", "1", "multirun.yaml", "summary.csv", "summary.md",
+                                                     "summary.png"}
+    for job in ("0", "1"):
+        assert {p.name for p in (sweep_dir / job).iterdir()} >= RUN_FOLDER - {"hparams.yaml"}
+        metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and metrics["world_size"] == 2
+
+
+@pytest.mark.slow
 def test_submitit_local_sweep_runs_both_jobs_and_summarises_them(tiny_data, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs pip install -e '.[cluster]'")
     result = run_train(tiny_data, tmp_path, "hydra/launcher=submitit_local", "optimizer.lr=0.001,0.003",
@@ -73,6 +111,4 @@ def test_slurm_launcher_asks_for_one_task_and_gpu_per_device_of_the_trainer():
                                           "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
                       return_hydra_config=True)
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
-    assert launcher.max_num_timeout > 0  # a job that hits the time limit is requeued

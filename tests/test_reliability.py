@@ -1,21 +1,30 @@
 """Never lose a run: resume after a crash or a signal, stop on divergence, reject bad settings."""
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import only_run_dir, run_train
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.demos.boring_classes import BoringModel
 
 from mnist_cnn.checkpoint_io import AtomicCheckpointIO
 from mnist_cnn.config import (
     CONFIG_DIR,
+    PROJECT_ROOT,
     ConfigError,
     check_config,
     register_resolvers,
 )
 from mnist_cnn.resume import new_run_dir
+from mnist_cnn.stopping import CheckpointOnInterrupt, StopOnDivergence, TrainingDiverged
 
 
 def test_resumed_run_keeps_its_config_and_rejects_another_config_group(tiny_data, tmp_path):
@@ -90,6 +99,14 @@ def test_default_config_passes_the_check(composed):
     check_config(composed())
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_no_epoch_limit_is_refused_for_a_schedule_that_spans_the_run(composed, scheduler):
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs=-1 .*scheduler=none"):
+        check_config(composed("trainer.max_epochs=-1", f"scheduler={scheduler}"))
+    check_config(composed("trainer.max_epochs=-1", f"scheduler={scheduler}", "+trainer.max_steps=100"))
+    check_config(composed("trainer.max_epochs=-1", "scheduler=none"))
+
+
 def test_two_runs_started_in_the_same_second_get_different_folders(tmp_path):
     first, second = new_run_dir(str(tmp_path)), new_run_dir(str(tmp_path))
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
@@ -100,13 +117,131 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_intact(tmp_pat
     checkpoint_io = AtomicCheckpointIO()
     checkpoint_io.save_checkpoint({"step": 1}, path)
 
-    def killed_mid_write(obj, file):
-        file.write(b"half a checkpoint")
-        raise KeyboardInterrupt
+    def killed_before_the_data_reached_the_disk(file_descriptor):
+        raise KeyboardInterrupt  # the new checkpoint is written to the temporary file, not yet synced
 
-    monkeypatch.setattr(torch, "save", killed_mid_write)
+    monkeypatch.setattr(os, "fsync", killed_before_the_data_reached_the_disk)
     with pytest.raises(KeyboardInterrupt):
         checkpoint_io.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_finite_explosion_of_the_loss_is_divergence_too(tiny_data, tmp_path):
+    # Adam at lr 1e4: the loss leaps to about 1e16 and stays finite; left alone, the run
+    # would end "completed" with whatever weights it lands on.
+    result = run_train(tiny_data, tmp_path, "optimizer.lr=1e4")
+
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "training diverged: the loss became" in output and "Traceback" not in output
+    assert json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_max_loss_of_the_callback_sets_the_limit(tiny_data, tmp_path):
+    # A working run's first losses (about ln 10 = 2.3) are above a limit of 1
+    result = run_train(tiny_data, tmp_path, "callbacks.stop_on_divergence.max_loss=1")
+
+    assert result.returncode == 1
+    assert "training diverged: the loss became" in result.stdout + result.stderr
+
+
+def run_until_exit(command: list[str], timeout_s: float, env: dict) -> tuple[int | None, str]:
+    """Run `command` in its own process group; (exit code, output), or (None, output) when it
+    was still running after `timeout_s` and had to be killed with all its children."""
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+        return process.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return None, process.communicate()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad_rank", [0, 1])
+def test_divergence_on_one_ddp_rank_stops_every_rank(tiny_data, tmp_path, bad_rank):
+    # 5 steps per rank and epoch; step 4 is the epoch's last, where every rank checks the loss.
+    # Only `bad_rank` sees a NaN loss there: the healthy rank must stop too, not wait for it.
+    poison = ("+callbacks.nan_weights._target_=faults.NanWeightsOnOneRank",
+              f"+callbacks.nan_weights.rank={bad_rank}", "+callbacks.nan_weights.step=4")
+    command = [sys.executable, "train.py", "--config-dir", str(tiny_data.config_dir), "data=tiny",
+               f"log_dir={tmp_path}", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+               "trainer.max_epochs=2", "trainer.enable_progress_bar=false", *poison]
+    tests_dir = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))}
+
+    returncode, output = run_until_exit(command, timeout_s=120, env=env)
+
+    assert returncode == 1, output[-3000:]
+    assert "training diverged: the loss became nan at step 5" in output
+    metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["steps"] == 5
+
+
+class NanLossModel(BoringModel):
+    def training_step(self, batch, batch_idx):
+        return {"loss": super().training_step(batch, batch_idx)["loss"] * float("nan")}
+
+
+class BuggyModel(BoringModel):
+    def training_step(self, batch, batch_idx):
+        raise ZeroDivisionError("a bug in the training step")
+
+
+@pytest.mark.parametrize("model, error", [(NanLossModel, TrainingDiverged), (BuggyModel, ZeroDivisionError)])
+def test_ctrl_c_acts_as_usual_again_after_a_fit_that_raised(tmp_path, model, error):
+    original = signal.getsignal(signal.SIGINT)
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[CheckpointOnInterrupt(), StopOnDivergence(check_every_n_steps=1, max_loss=100)])
+
+    with pytest.raises(error):
+        trainer.fit(model())
+
+    assert signal.getsignal(signal.SIGINT) is original
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1000 KB file system: room for the first files of a run and one checkpoint (610 KB), not two."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1000k", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_named_with_the_last_complete_checkpoint(tiny_data, tiny_disk):
+    result = run_train(tiny_data, tiny_disk)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    message = next(line for line in output.splitlines() if "no space left on device" in line)
+    writing, complete = re.fullmatch(r".*no space left on device while writing (\S+\.ckpt); "
+                                     r"the last complete checkpoint is (\S+\.ckpt)", message).groups()
+    assert Path(writing).parent == Path(complete).parent == only_run_dir(tiny_disk) / "checkpoints"
+    assert torch.load(complete, weights_only=True)["global_step"] > 0  # whole, and loads
+    assert not list(Path(complete).parent.glob(".*partial"))
+    assert json.loads((only_run_dir(tiny_disk) / "metrics.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_ddp_stops_every_rank(tiny_data, tiny_disk):
+    # Only rank 0 writes checkpoints: the other rank must not wait for it forever.
+    command = [sys.executable, "train.py", "--config-dir", str(tiny_data.config_dir), "data=tiny",
+               f"log_dir={tiny_disk}", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+               "trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
+
+    returncode, output = run_until_exit(command, timeout_s=120, env=dict(os.environ))
+
+    assert returncode == 1, output[-3000:]
+    assert "no space left on device while writing" in output
+    assert json.loads((only_run_dir(tiny_disk) / "metrics.json").read_text())["status"] == "failed"

@@ -144,7 +144,6 @@ def test_fast_preset_validates_once_at_its_last_epoch_whatever_the_epochs():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=fast", "trainer.max_epochs=3"])
     assert cfg.trainer.check_val_every_n_epoch == 3
-    assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
 
 
 def test_benchmark_times_both_paths_and_the_fast_run_and_writes_json(tiny_data, tmp_path):

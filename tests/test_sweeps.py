@@ -188,10 +188,38 @@ def test_summarize_script_rejects_a_folder_without_jobs(tmp_path):
     assert result.returncode != 0 and "holds no job folders" in result.stderr
 
 
+def test_a_completed_job_without_validation_is_summarised_and_plotted(tiny_data, tmp_path):
+    # check_val_every_n_epoch=2 in a one-epoch run: completed, tested, no val/acc_best
+    result = run_train(tiny_data, tmp_path, "trainer.max_epochs=1", "+trainer.check_val_every_n_epoch=1,2",
+                       multirun=True)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = summary_rows(sweep_dir)
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    assert rows[1]["trainer.check_val_every_n_epoch"] == "2" and rows[1]["val/acc_best"] == "" and rows[1]["test/acc"]
+    assert png_size(sweep_dir / "summary.png")[0] > 200
+    rebuilt = run_script("scripts/summarize.py", str(sweep_dir), timeout_s=120)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+
+
 # --- parallel jobs -----------------------------------------------------------------------
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs this process may run on, and CPU affinity (Linux)")
+def test_threads_default_to_the_cpus_this_process_may_run_on():
+    # As under SLURM's cpus_per_task or taskset: the machine has more cores than the job may use.
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        threads = torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"}))
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert threads == 1
+
+
 def test_threads_default_to_the_cores_shared_among_parallel_jobs():
-    cores = os.cpu_count()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"})) == cores
     assert torch_threads(3, OmegaConf.create({"n_jobs": 2})) == 3
     pytest.importorskip("joblib", reason=SWEEP_EXTRA)

@@ -2,8 +2,10 @@
 
 import json
 
+import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import only_run_dir, read_tensorboard, run_train
 
 from mnist_cnn.classifier import Classifier
@@ -78,3 +80,18 @@ def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     scalars, _ = read_tensorboard(only_run_dir(tmp_path))
     assert "train/loss_step" not in scalars and "train/loss_epoch" in scalars
+
+
+def test_epoch_training_loss_is_the_mean_over_images_not_over_batches():
+    classifier = Classifier({"_target_": "mnist_cnn.model.CNN", "channels": [4]},
+                            {"_target_": "torch.optim.SGD", "lr": 0.1})
+    classifier.trainer = L.Trainer(log_every_n_steps=0, logger=False, enable_progress_bar=False)
+    images, labels = torch.randn(5, 1, 28, 28), torch.arange(5)
+    batches = [(images[:4], labels[:4]), (images[4:], labels[4:])]  # a full batch, then a short last one
+
+    for index, batch in enumerate(batches):
+        classifier.training_step(batch, index)
+
+    with torch.no_grad():
+        per_image = F.cross_entropy(classifier(images), labels, reduction="none")
+    assert classifier.train_loss.compute() == pytest.approx(per_image.mean().item(), rel=1e-5)

@@ -29,7 +29,10 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters()
         self.net = instantiate(model)
         num_classes = model.get("num_classes", 10)
-        self.train_loss = MeanMetric()
+        # Losses averaged over images by torchmetrics, which sums values and weights across
+        # ranks; Lightning's own mean of logged values truncates an odd total of images
+        # across DDP ranks to an integer, and so misstates the loss of uneven shards.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -50,7 +53,7 @@ class Classifier(L.LightningModule):
         every = self.trainer.log_every_n_steps  # 0: Lightning writes no step values
         if every and (self.global_step + 1) % every == 0:
             self.log("train/loss_step", loss, prog_bar=True)
-        self.train_loss.update(loss.detach())
+        self.train_loss.update(loss.detach(), weight=len(labels))  # a short last batch counts for its images
         self.train_acc.update(logits, labels)
         return loss
 
@@ -63,7 +66,8 @@ class Classifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         self.val_acc(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=len(labels))
+        self.val_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.log("val/loss", self.val_loss)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
@@ -77,7 +81,8 @@ class Classifier(L.LightningModule):
         logits = self(images)
         self.test_acc(logits, labels)
         self.test_images.update(len(labels))
-        self.log("test/loss", F.cross_entropy(logits, labels), sync_dist=True, batch_size=len(labels))
+        self.test_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.log("test/loss", self.test_loss)
         self.log("test/acc", self.test_acc)
         return logits  # for callbacks' on_test_batch_end (ErrorAnalysis), so nothing predicts twice
 

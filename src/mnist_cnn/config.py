@@ -9,6 +9,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_cnn.classifier import RUN_LENGTH_ARGUMENT
 from mnist_cnn.overrides import overrides_label
 from mnist_cnn.resume import (
     ResumeError,
@@ -92,7 +93,17 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not is_allowed(value):
             raise ConfigError(f"{key}={value!r} is not allowed: it must be {allowed}")
+    check_run_length(cfg)
     try:
         instantiate(cfg.model)  # the model checks its own settings; building it is cheap
     except InstantiationException as error:
         raise ConfigError(str(error.__cause__ or error)) from error
+
+
+def check_run_length(cfg: DictConfig) -> None:
+    """A schedule that spans the run (cosine, one-cycle) needs the run to end."""
+    scheduler = OmegaConf.select(cfg, "scheduler._target_")
+    no_step_limit = OmegaConf.select(cfg, "trainer.max_steps", default=-1) in (-1, None)
+    if scheduler in RUN_LENGTH_ARGUMENT and cfg.trainer.max_epochs == -1 and no_step_limit:
+        raise ConfigError(f"trainer.max_epochs=-1 (no limit) gives {scheduler.rsplit('.', 1)[-1]} no run length "
+                          "to span: set trainer.max_epochs or +trainer.max_steps, or use scheduler=none")

@@ -48,7 +48,11 @@ def ink_of(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # transparent pixels are background: lay the image on white paper
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        # 16-bit grayscale (0..65535): Pillow's conversion to "L" clips it at 255 instead of scaling
+        gray = np.asarray(image, dtype=np.float32).clip(0, 65535) / 65535
+    else:
+        gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
     ink = background - gray if background > 0.5 else gray - background

@@ -29,7 +29,9 @@ RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORL
 def job_command(local_rank: int) -> list[str]:
     """This Hydra job as a single run: the same script, config and overrides, in the same folder.
 
-    The child writes no config snapshot and no log file (only rank 0 writes files).
+    The child writes no config snapshot and no log file (only rank 0 writes files). Its mode
+    is RUN whatever the config says: a preset that sets hydra.mode=MULTIRUN in its YAML
+    would otherwise make each child start a sweep of its own.
     """
     hydra = HydraConfig.get()
     if __main__.__spec__ is None:
@@ -40,6 +42,7 @@ def job_command(local_rank: int) -> list[str]:
     command += [f"--config-dir={source.path}" for source in hydra.runtime.config_sources
                 if source.provider == "command-line"]
     return command + list(hydra.overrides.task) + [
+        "hydra.mode=RUN",
         f'hydra.run.dir="{hydra.runtime.output_dir}"',
         "hydra.output_subdir=null",
         "hydra/job_logging=stdout",
@@ -71,10 +74,17 @@ class HydraDDPStrategy(DDPStrategy):
         self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
 
 
-def end_distributed(trainer: Trainer) -> None:
+def end_distributed(trainer: Trainer, failed: bool = False) -> None:
     """Leave this process as it was before the job: the next job of a sweep that runs in the
-    same process must launch its own ranks and process group, not join the old ones."""
+    same process must launch its own ranks and process group, not join the old ones.
+
+    After a failure of this rank (a full disk: only rank 0 writes checkpoints) the ranks it
+    started may be waiting for it in a collective that never comes: they are stopped, not
+    awaited. They write no files, so nothing of theirs is lost.
+    """
     for child in getattr(trainer.strategy.launcher, "procs", []):
+        if failed:
+            child.kill()
         child.wait()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -1,5 +1,6 @@
 """Stopping a run safely: on a signal (checkpoint, then exit) and on a diverging loss."""
 
+import math
 import os
 import signal
 from pathlib import Path
@@ -11,7 +12,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN, infinite or far larger than chance."""
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:
@@ -31,7 +32,9 @@ class CheckpointOnInterrupt(Callback):
         self.signal_received: int | None = None
         self._original_sigint = None
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not earlier: Lightning snapshots every signal handler just before training and puts
+        # the snapshot back after an exception, which would reinstall this handler.
         self._original_sigint = signal.signal(signal.SIGINT, self._sigint_as_sigterm)
 
     def _sigint_as_sigterm(self, signum, frame) -> None:
@@ -39,39 +42,65 @@ class CheckpointOnInterrupt(Callback):
         os.kill(os.getpid(), signal.SIGTERM)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        signal.signal(signal.SIGINT, self._original_sigint)
+        self._restore_sigint()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException):
-            self.signal_received = self.signal_received or signal.SIGTERM
-            trainer.save_checkpoint(last_checkpoint_path(trainer), weights_only=False)
+        # Whatever ended the fit (a signal, a divergence, a bug), a later Ctrl+C in this
+        # process must act as usual, not send SIGTERM to a process that no longer trains.
+        try:
+            if isinstance(exception, SIGTERMException):
+                self.signal_received = self.signal_received or signal.SIGTERM
+                trainer.save_checkpoint(last_checkpoint_path(trainer), weights_only=False)
+        finally:
+            self._restore_sigint()
+
+    def _restore_sigint(self) -> None:
+        if self._original_sigint is not None:
             signal.signal(signal.SIGINT, self._original_sigint)
+            self._original_sigint = None
 
 
 class StopOnDivergence(Callback):
-    """Raise TrainingDiverged when the training loss is not finite.
+    """Raise TrainingDiverged when the training loss is not finite or exceeds `max_loss`.
 
-    The check reads the GPU only every `check_every_n_steps` steps (a host sync per
-    step would stall the device); the first bad step is remembered on the device.
+    A loss far above chance (ln(num_classes)) is an explosion even while it stays finite:
+    `max_loss` null means 100 x ln(num_classes). The check reads the device only every
+    `check_every_n_steps` steps and at the end of each epoch (a host sync per step would
+    stall it); the first bad step and its loss are remembered on the device meanwhile.
+    Under DDP every rank gathers them at the same steps, so all ranks raise together
+    instead of the healthy ones waiting in the next collective for the one that stopped.
     """
 
-    def __init__(self, check_every_n_steps: int):
+    def __init__(self, check_every_n_steps: int, max_loss: float | None):
         self.check_every_n_steps = check_every_n_steps
-        self.first_bad_step: torch.Tensor | None = None
+        self.max_loss = max_loss
+        self.loss_limit = max_loss
+        self.first_bad: torch.Tensor | None = None  # (step, loss); step -1 while all is well
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.max_loss is None:
+            self.loss_limit = 100 * math.log(pl_module.hparams.model.get("num_classes", 10))
+        self.first_bad = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        loss = outputs["loss"].detach()
-        step = torch.tensor(trainer.global_step, device=loss.device)
-        if self.first_bad_step is None:
-            self.first_bad_step = torch.tensor(-1, device=loss.device)
-        newly_bad = (~torch.isfinite(loss)) & (self.first_bad_step < 0)
-        self.first_bad_step = torch.where(newly_bad, step, self.first_bad_step)
+        loss = outputs["loss"].detach().float()
+        if self.first_bad is None:
+            self.first_bad = torch.tensor([-1.0, 0.0], device=loss.device)
+        newly_bad = (~torch.isfinite(loss) | (loss > self.loss_limit)) & (self.first_bad[0] < 0)
+        step = torch.tensor(float(trainer.global_step), device=loss.device)
+        self.first_bad = torch.where(newly_bad, torch.stack([step, loss]), self.first_bad)
         is_last_batch = batch_idx + 1 >= trainer.num_training_batches
-        if (trainer.global_step % self.check_every_n_steps == 0 or is_last_batch) and self.first_bad_step >= 0:
+        if trainer.global_step % self.check_every_n_steps != 0 and not is_last_batch:
+            return
+        # (world_size, 2) under DDP, (2,) in one process; every rank's first bad step and loss
+        every_rank = trainer.strategy.all_gather(self.first_bad).reshape(-1, 2).cpu()
+        bad = every_rank[every_rank[:, 0] >= 0]
+        if len(bad):
+            step, bad_loss = bad[bad[:, 0].argmin()].tolist()
             lr = trainer.optimizers[0].param_groups[0]["lr"]
             raise TrainingDiverged(
-                f"training diverged: the loss became {loss.item()} at step {int(self.first_bad_step)} "
+                f"training diverged: the loss became {bad_loss:g} at step {int(step)} "
                 f"(epoch {trainer.current_epoch}). Try a lower learning rate than {lr:g}, "
                 f"e.g. optimizer.lr={lr / 10:g}."
             )

@@ -130,10 +130,10 @@ def plot(jobs: list[Job], keys: list[str], sweep_dir: Path) -> Figure:
         axes = figure.add_subplot(panel_rows, columns, index + 1)
         value_of = (lambda job: job.name) if key == "job" else (lambda job, key=key: job.values.get(key))
         x = x_positions(axes, [value_of(job) for job in jobs])
-        done_x = [x(value_of(job)) for job in done]
-        axes.scatter(done_x, [job.metrics[SELECTED_BY] for job in done], s=50, color="tab:blue",
-                     alpha=0.7, label=f"{SELECTED_BY} (selects)")
-        axes.scatter(done_x, [job.metrics[REPORTED] for job in done], s=50, facecolors="none",
+        validated = [job for job in done if SELECTED_BY in job.metrics]  # not a run stopped before validation
+        axes.scatter([x(value_of(job)) for job in validated], [job.metrics[SELECTED_BY] for job in validated],
+                     s=50, color="tab:blue", alpha=0.7, label=f"{SELECTED_BY} (selects)")
+        axes.scatter([x(value_of(job)) for job in done], [job.metrics[REPORTED] for job in done], s=50, facecolors="none",
                      edgecolors="tab:orange", linewidths=1.5, label=f"{REPORTED} (reported)")
         if not_done:  # drawn along the bottom edge: they have no accuracy
             axes.scatter([x(value_of(job)) for job in not_done], [0.04] * len(not_done), marker="x",

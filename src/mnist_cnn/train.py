@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_cnn.allocator import reuse_freed_memory
+from mnist_cnn.checkpoint_io import DiskFullError
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
 from mnist_cnn.distributed import end_distributed
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 # The metrics that sit beside each run's hyperparameters in TensorBoard's HPARAMS tab.
 HPARAMS_METRICS = ("val/acc_best", "test/acc", "test/loss")
 # Failures whose message says all a user needs; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged)
+USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged, DiskFullError)
+# What metrics.json says of a fit that one of these ended; a sweep lists the job as not completed.
+STOPPED_STATUS = {SIGTERMException: "interrupted", TrainingDiverged: "diverged", DiskFullError: "failed"}
 
 
 def plain(config: DictConfig) -> dict[str, Any]:
@@ -71,7 +74,7 @@ def record_hyperparameters(logger: TensorBoardLogger, cfg: DictConfig) -> None:
 
 
 def torch_threads(requested: int | None, launcher: DictConfig) -> int:
-    """Torch's thread count for this job: as requested, else the cores shared among the jobs
+    """Torch's thread count for this job: as requested, else the usable CPUs shared among the jobs
     the launcher runs side by side (joblib's `n_jobs`), so parallel jobs don't oversubscribe."""
     if requested is not None:
         return requested
@@ -80,7 +83,14 @@ def torch_threads(requested: int | None, launcher: DictConfig) -> int:
         from joblib import effective_n_jobs  # installed with the launcher
 
         parallel_jobs = effective_n_jobs(launcher.n_jobs)
-    return max(1, (os.cpu_count() or 1) // parallel_jobs)
+    return max(1, usable_cpus() // parallel_jobs)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (SLURM's cpus_per_task, taskset), not the machine's."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.LightningDataModule,
@@ -89,10 +99,10 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
     started = time.perf_counter()
     try:
         trainer.fit(classifier, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-    except (SIGTERMException, TrainingDiverged) as stop:
+    except tuple(STOPPED_STATUS) as stop:
         interrupted = isinstance(stop, SIGTERMException)
         if trainer.is_global_zero:
-            write_metrics(run_dir, {"status": "interrupted" if interrupted else "diverged",
+            write_metrics(run_dir, {"status": STOPPED_STATUS[type(stop)],
                                     "epochs": trainer.current_epoch, "steps": trainer.global_step,
                                     "wall_time_s": round(time.perf_counter() - started, 1)})
         if not interrupted:
@@ -154,8 +164,10 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
 
     try:
         metrics = fit_and_test(trainer, classifier, datamodule, run_dir, resume_from)
-    finally:
-        end_distributed(trainer)
+    except BaseException:
+        end_distributed(trainer, failed=True)
+        raise
+    end_distributed(trainer)
     return metrics
 
 
