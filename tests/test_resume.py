@@ -139,6 +139,7 @@ def stopped_run(identified_data, tmp_path_factory) -> tuple[Path, Path]:
     ("+trainer.limit_train_batches=0.5", "trainer.limit_train_batches"),
     ("data.batch_size=8", "data.batch_size"),
     ("seed=7", "seed"),
+    ("optimizer=sgd", "optimizer=adam"),  # another config group
 ])
 def test_resume_refuses_a_change_to_the_run_length_or_data_order(identified_data, stopped_run, override, key):
     log_dir, run_dir = stopped_run

@@ -122,7 +122,8 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
                               "to run without it, start a new run")
         if key in choices:
             if override.value() != choices[key]:
-                raise ResumeError(f"{line}: the resumed run uses {key}={choices[key]}, and keeps it")
+                raise ResumeError(f"{line}: the resumed run uses {key}={choices[key]}, and keeps it; "
+                                  "for another, start a new run")
             continue
         try:
             OmegaConf.update(config, key, override.value(), merge=True,
