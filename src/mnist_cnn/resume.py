@@ -1,5 +1,6 @@
 """Run folders: a new one per run, or an interrupted run's own when it is resumed."""
 
+import copy
 import itertools
 import json
 from datetime import datetime
@@ -111,7 +112,7 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """
     original = OmegaConf.load(run_dir / SNAPSHOT / "config.yaml")
     choices = OmegaConf.load(run_dir / SNAPSHOT / "hydra.yaml").hydra.runtime.choices
-    config = OmegaConf.load(run_dir / SNAPSHOT / "config.yaml")
+    config = copy.deepcopy(original)
     OmegaConf.set_struct(config, True)  # like Hydra: a new key needs `+`
     for override in OverridesParser.create().parse_overrides(overrides):
         key, line = override.key_or_group, override.input_line
