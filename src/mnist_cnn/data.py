@@ -105,6 +105,19 @@ class IndexBatches(Sampler):
         return math.ceil(images / self.batch_size)
 
 
+class FixedBatches(Dataset):
+    """Whole batches as the items of a dataset, in a fixed order."""
+
+    def __init__(self, split: TensorBatches, batches: list[torch.Tensor]):
+        self.split, self.batches = split, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split[self.batches[index]]
+
+
 class MNISTDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str, batch_size: int, val_size: int, num_workers: int,
                  seed: int, md5: Mapping[str, str], redownload: bool = False, on_device: bool = True):
@@ -163,12 +176,27 @@ class MNISTDataModule(L.LightningDataModule):
         return DataLoader(self.splits[split], sampler=sampler, batch_size=None,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
+    def _overfitting(self) -> bool:
+        return bool(self.trainer and self.trainer.overfit_batches > 0)
+
+    def _overfit_loader(self, split: str) -> DataLoader:
+        """With trainer.overfit_batches, Lightning swaps every fitting loader's sampler for a
+        SequentialSampler over its dataset. A dataset whose items are the unshuffled batches
+        is already read that way, so the batches stay whole."""
+        batches = list(self._loader(split, shuffle=False).sampler)
+        return DataLoader(FixedBatches(self.splits[split], batches), batch_size=None,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
     def train_dataloader(self) -> DataLoader:
+        if self._overfitting():
+            return self._overfit_loader("train")
         loader = self._loader("train", shuffle=True)
         loader.sampler.skip_batches, self.resume_train_batches = self.resume_train_batches, 0
         return loader
 
     def val_dataloader(self) -> DataLoader:
+        if self._overfitting():
+            return self._overfit_loader("val")
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
