@@ -173,9 +173,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = write_summary(sweep_dir)
         log.info("sweep summary: %s", sweep_dir / "summary.md")
-        if not_completed := [job.name for job in jobs if job.status != "completed"]:
+        if not_completed := [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]:
             log.warning("jobs not completed: %s (see their train.log)", ", ".join(not_completed))
         if failed := [job.name for job in jobs if job.status not in RESULTS]:
             # SystemExit, not an Exception: Hydra turns a callback's exceptions into warnings.
             raise SystemExit(f"sweep failed: {len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} "
-                             f"(see {sweep_dir}/<job>/train.log)")
+                             f"(their train.log in {sweep_dir} says why)")
