@@ -1,5 +1,9 @@
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.trainer.connectors.data_connector import _resolve_overfit_batches
+from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.utilities import CombinedLoader
 
 from mnist_cnn.data import IndexBatches, MNISTDataModule, denormalize, normalize
 
@@ -75,3 +79,13 @@ def test_val_size_out_of_range_is_rejected(tiny_data):
 def test_denormalize_recovers_the_uint8_pixels():
     pixels = torch.randint(0, 256, (5, 28, 28), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
     assert torch.equal(denormalize(normalize(pixels)), pixels)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_overfit_batches_keeps_whole_unshuffled_batches_through_lightnings_sampler_swap(datamodule, split):
+    datamodule.trainer = L.Trainer(overfit_batches=2, accelerator="cpu", logger=False)
+    loader = CombinedLoader(getattr(datamodule, f"{split}_dataloader")())
+    _resolve_overfit_batches(loader, RunningStage.TRAINING)  # what Lightning does to a fitting loader
+    images, labels = next(iter(loader.flattened[0]))
+    assert images.shape == (32, 28, 28)
+    assert torch.equal(labels, datamodule.splits[split].labels[:32])  # the split's first batch
