@@ -109,3 +109,8 @@ def test_sweep_jobs_are_named_by_their_overrides_without_paths():
                  "log_dir=/tmp/logs", "data.data_dir=data", "ckpt_path=runs/a/best.ckpt"]
     assert job_label(RunMode.MULTIRUN, overrides) == "batch_size=64,channels=[16,32],lr=0.0001"
     assert job_label(RunMode.RUN, overrides) == ""  # a single run's events stay in its folder
+
+
+def test_trainer_debug_is_debug_limit_under_its_older_name():
+    assert compose("train", overrides=["trainer=debug"]).trainer == \
+        compose("train", overrides=["debug=limit"]).trainer != compose("train").trainer

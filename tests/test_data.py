@@ -1,5 +1,9 @@
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.trainer.connectors.data_connector import _resolve_overfit_batches
+from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.utilities import CombinedLoader
 
 from mnist_cnn.data import IndexBatches, MNISTDataModule, denormalize, normalize
 
@@ -102,3 +106,13 @@ def test_a_position_saved_at_the_end_of_an_epoch_starts_the_next_epoch_whole(dat
     loader.load_state_dict({"epoch": 1, "batches_done": len(loader)})
     loader.sampler.set_epoch(2)
     assert len(list(loader)) == len(loader)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_overfit_batches_keeps_whole_unshuffled_batches_through_lightnings_sampler_swap(datamodule, split):
+    datamodule.trainer = L.Trainer(overfit_batches=2, accelerator="cpu", logger=False)
+    loader = CombinedLoader(getattr(datamodule, f"{split}_dataloader")())
+    _resolve_overfit_batches(loader, RunningStage.TRAINING)  # what Lightning does to a fitting loader
+    images, labels = next(iter(loader.flattened[0]))
+    assert images.shape == (32, 28, 28)
+    assert torch.equal(labels, datamodule.splits[split].labels[:32])  # the split's first batch

@@ -73,6 +73,7 @@ def composed():
     ("model.dropout=2", "model.dropout"),
     ("threads=0", "threads"),
     ("reuse_freed_memory=maybe", "reuse_freed_memory"),
+    ("trainer.use_distributed_sampler=true", "trainer.use_distributed_sampler"),
 ])
 def test_config_check_names_the_bad_key(composed, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

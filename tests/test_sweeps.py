@@ -144,7 +144,7 @@ def preset_sweep(tiny_data, tmp_path_factory) -> tuple[subprocess.CompletedProce
 
 def test_sweep_preset_runs_a_multirun_without_dash_m(preset_sweep):
     result, sweep_dir = preset_sweep
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # its jobs with channels [0] fail
     preset_lrs = {float(lr) for lr in OmegaConf.load(PRESET).hydra.sweeper.params["optimizer.lr"].split(",")}
     jobs = job_dirs(sweep_dir)
     assert len(jobs) == 2 * len(preset_lrs)
@@ -153,7 +153,7 @@ def test_sweep_preset_runs_a_multirun_without_dash_m(preset_sweep):
 
 def test_failing_jobs_do_not_stop_the_sweep_and_are_summarised_as_failed(preset_sweep):
     result, sweep_dir = preset_sweep
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]
     failed = {job for job, d in job_dirs(sweep_dir).items() if list(job_config(d).model.channels) == [0]}
     assert len(failed) == 2
     for job in failed:
@@ -163,6 +163,34 @@ def test_failing_jobs_do_not_stop_the_sweep_and_are_summarised_as_failed(preset_
     assert [row["status"] for row in rows] == ["completed", "completed", "failed", "failed"]
     assert {row["job"] for row in rows[2:]} == failed and rows[2]["val/acc_best"] == ""
     assert "jobs not completed" in result.stdout
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_failing_job_runs_every_job_writes_its_summary_then_exits_non_zero(tiny_data, tmp_path):
+    result = run_train(tiny_data, tmp_path, "model.channels=[4,8],[0],[8,16]", "trainer.max_epochs=1",
+                       multirun=True)
+
+    assert result.returncode == 1
+    sweep_dir = only_sweep_dir(tmp_path)
+    statuses = {row["job"]: row["status"] for row in summary_rows(sweep_dir)}
+    assert statuses == {"0": "completed", "1": "failed", "2": "completed"}
+    assert (sweep_dir / "summary.md").exists() and (sweep_dir / "summary.png").exists()
+    assert last_line(result).startswith("sweep failed: 1 of 3 jobs failed: 1 "), last_line(result)
+
+
+@pytest.mark.slow
+def test_a_diverged_job_is_a_result_and_the_sweep_exits_zero(tiny_data, tmp_path):
+    result = run_train(tiny_data, tmp_path, "optimizer=sgd", "optimizer.lr=0.01,1e6,0.03", "trainer.max_epochs=1",
+                       multirun=True)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses = {row["job"]: row["status"] for row in summary_rows(only_sweep_dir(tmp_path))}
+    assert statuses == {"0": "completed", "1": "diverged", "2": "completed"}
+    assert "sweep failed" not in result.stdout + result.stderr
 
 
 def test_summarize_script_rebuilds_the_summary_with_each_jobs_status(preset_sweep, tmp_path):

@@ -95,3 +95,14 @@ def test_epoch_training_loss_is_the_mean_over_images_not_over_batches():
     with torch.no_grad():
         per_image = F.cross_entropy(classifier(images), labels, reduction="none")
     assert classifier.train_loss.compute() == pytest.approx(per_image.mean().item(), rel=1e-5)
+
+
+def test_with_gradient_accumulation_the_step_loss_is_written_where_lightning_writes_step_values(tiny_data, tmp_path):
+    # The learning-rate monitor at step interval writes on exactly the steps Lightning's own
+    # step logging writes: 10 batches an epoch in groups of 3 give 4 optimizer steps, every 2nd logged.
+    result = run_train(tiny_data, tmp_path, "++trainer.accumulate_grad_batches=3", "trainer.log_every_n_steps=2",
+                       "callbacks.learning_rate_monitor.logging_interval=step")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scalars, _ = read_tensorboard(only_run_dir(tmp_path))
+    loss_steps = [step for step, _ in scalars["train/loss_step"]]
+    assert loss_steps == sorted({step for step, _ in scalars["lr-Adam"]}) == [1, 3, 5, 7]

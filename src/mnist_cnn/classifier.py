@@ -47,11 +47,12 @@ class Classifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        # Every log call costs Lightning bookkeeping, and the logger writes step values only
-        # every `log_every_n_steps`: log the step's loss (this rank's) then.
-        # The epoch's figures only accumulate here, without a sync.
-        every = self.trainer.log_every_n_steps  # 0: Lightning writes no step values
-        if every and (self.global_step + 1) % every == 0:
+        # A log call costs about a millisecond of Lightning bookkeeping, and the logger writes
+        # step values only on some optimizer steps: log the step's loss (this rank's) on those,
+        # as Lightning decides them (every log_every_n_steps optimizer steps, whatever
+        # accumulate_grad_batches; never with log_every_n_steps=0). The epoch's figures only
+        # accumulate here, without a sync.
+        if self.trainer._logger_connector.should_update_logs:
             self.log("train/loss_step", loss, prog_bar=True)
         self.train_loss.update(loss.detach(), weight=len(labels))  # a short last batch counts for its images
         self.train_acc.update(logits, labels)

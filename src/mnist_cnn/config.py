@@ -84,6 +84,9 @@ RULES = {
     "trainer.max_epochs": (lambda v: _is_integer(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 for no limit"),
     "threads": (lambda v: v is None or (_is_integer(v) and v >= 1), "an integer >= 1, or null for the cores / parallel jobs"),
     "reuse_freed_memory": (lambda v: isinstance(v, bool), "true or false"),
+    "trainer.use_distributed_sampler": (
+        lambda v: v is False,
+        "false: MNISTDataModule deals each rank its own batches, which Lightning's sampler would split again"),
 }
 
 

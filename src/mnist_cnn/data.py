@@ -134,6 +134,19 @@ class ResumableLoader(DataLoader):
         self.sampler.epoch, self.sampler.start_batch = state["epoch"], state["batches_done"]
 
 
+class FixedBatches(Dataset):
+    """Whole batches as the items of a dataset, in a fixed order."""
+
+    def __init__(self, split: TensorBatches, batches: list[torch.Tensor]):
+        self.split, self.batches = split, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split[self.batches[index]]
+
+
 class MNISTDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str, batch_size: int, val_size: int, num_workers: int,
                  seed: int, md5: Mapping[str, str], redownload: bool = False, on_device: bool = True):
@@ -193,14 +206,29 @@ class MNISTDataModule(L.LightningDataModule):
         return ResumableLoader(self.splits[split], sampler=sampler, batch_size=None,
                                num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> ResumableLoader:
+    def _overfitting(self) -> bool:
+        return bool(self.trainer and self.trainer.overfit_batches > 0)
+
+    def _overfit_loader(self, split: str) -> DataLoader:
+        """With trainer.overfit_batches, Lightning swaps every fitting loader's sampler for a
+        SequentialSampler over its dataset. A dataset whose items are the unshuffled batches
+        is already read that way, so the batches stay whole."""
+        batches = list(self._loader(split, shuffle=False).sampler)
+        return DataLoader(FixedBatches(self.splits[split], batches), batch_size=None,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        if self._overfitting():
+            return self._overfit_loader("train")
         self.train_loader = self._loader("train", shuffle=True)
         if self.restored_train_position:
             self.train_loader.load_state_dict(self.restored_train_position)
             self.restored_train_position = None
         return self.train_loader
 
-    def val_dataloader(self) -> ResumableLoader:
+    def val_dataloader(self) -> DataLoader:
+        if self._overfitting():
+            return self._overfit_loader("val")
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> ResumableLoader:

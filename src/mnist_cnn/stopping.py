@@ -10,14 +10,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mnist_cnn.resume import CHECKPOINTS, LAST_CHECKPOINT
+
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN, infinite or far larger than chance."""
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:
-    checkpointing = trainer.checkpoint_callback
-    return Path(checkpointing.dirpath) / f"{checkpointing.CHECKPOINT_NAME_LAST}{checkpointing.FILE_EXTENSION}"
+    """Where a resume looks: the run folder's checkpoints/last.ckpt, even with checkpointing off."""
+    return Path(trainer.default_root_dir) / CHECKPOINTS / LAST_CHECKPOINT
 
 
 class CheckpointOnInterrupt(Callback):

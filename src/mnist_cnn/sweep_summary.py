@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 METRICS = ("val/acc_best", "test/acc", "test/loss", "epochs", "wall_time_s")
 SELECTED_BY, REPORTED = "val/acc_best", "test/acc"
+# What a job that ran to its end reports: a diverged or pruned trial is a finding of the sweep.
+RESULTS = ("completed", "diverged", "pruned")
 
 
 @dataclass
@@ -162,11 +164,18 @@ def write_summary(sweep_dir: Path) -> list[Job]:
 
 
 class SweepSummary(Callback):
-    """Hydra calls this once every job of a multirun has ended, failed ones included."""
+    """Hydra calls this once every job of a multirun has ended, failed ones included.
+
+    Like a test runner, the sweep then exits non-zero when a job failed, naming it last.
+    """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = write_summary(sweep_dir)
         log.info("sweep summary: %s", sweep_dir / "summary.md")
-        if failed := [job.name for job in jobs if job.status != "completed"]:
-            log.warning("jobs not completed: %s (see their train.log)", ", ".join(failed))
+        if not_completed := [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]:
+            log.warning("jobs not completed: %s (see their train.log)", ", ".join(not_completed))
+        if failed := [job.name for job in jobs if job.status not in RESULTS]:
+            # SystemExit, not an Exception: Hydra turns a callback's exceptions into warnings.
+            raise SystemExit(f"sweep failed: {len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} "
+                             f"(their train.log in {sweep_dir} says why)")

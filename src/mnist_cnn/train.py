@@ -14,7 +14,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -65,7 +66,12 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def record_hyperparameters(logger: TensorBoardLogger, cfg: DictConfig) -> None:
+def record_hyperparameters(logger: Logger | None, cfg: DictConfig) -> None:
+    """The run's hyperparameters for TensorBoard's HPARAMS tab; nothing without a TensorBoard logger
+    (`~logger`, or fast_dev_run, which swaps the logger for one that writes nothing)."""
+    if not isinstance(logger, TensorBoardLogger):
+        log.info("no TensorBoard logger: this run writes no events (and no hyperparameters)")
+        return
     # Written directly rather than through logger.log_hyperparams, which would also
     # log a placeholder value for every metric at step 0.
     writer = logger.experiment._get_file_writer()
@@ -93,6 +99,23 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint the fit saved; None, said in one line, when there is none and the
+    final weights are tested instead."""
+    checkpointing = trainer.checkpoint_callback
+    if checkpointing is not None and checkpointing.best_model_path:
+        return checkpointing.best_model_path
+    if trainer.fast_dev_run:
+        reason = "trainer.fast_dev_run saves no checkpoint"
+    elif checkpointing is None:
+        reason = "checkpointing is off (trainer.enable_checkpointing=false)"
+    else:
+        reason = ("training ended before any validation pass (trainer.max_steps, check_val_every_n_epoch "
+                  "or limit_val_batches), so no best checkpoint exists")
+    log.warning("%s: testing the final weights", reason)
+    return None
+
+
 def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.LightningDataModule,
                  run_dir: Path, resume_from: Path | None) -> dict[str, Any]:
     """Fit (continuing from `resume_from` if given), test the best checkpoint, write metrics.json."""
@@ -114,11 +137,8 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
 
     val_acc_best = trainer.callback_metrics.get("val/acc_best")
     validation = {} if val_acc_best is None else {"val/acc_best": float(val_acc_best)}
-    if not validation:  # then no best checkpoint exists either
-        log.warning("training ended before any validation pass (trainer.max_steps, check_val_every_n_epoch "
-                    "or limit_val_batches): testing the final weights, no val/acc_best")
     epochs = trainer.current_epoch
-    trainer.test(classifier, datamodule=datamodule, ckpt_path="best" if validation else None, weights_only=True)
+    trainer.test(classifier, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), weights_only=True)
     metrics = {
         **test_results(trainer, classifier),
         **validation,
@@ -139,15 +159,27 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
     return metrics
 
 
+def callbacks(cfg: DictConfig, logger: Logger | bool) -> list[L.Callback]:
+    """The configured callbacks (none with `~callbacks`), less those the run's settings rule out:
+    Lightning refuses a learning-rate monitor without a logger, and a checkpoint callback
+    with trainer.enable_checkpointing=false."""
+    built = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values()]
+    ruled_out = () if logger else (LearningRateMonitor,)
+    if cfg.trainer.get("enable_checkpointing") is False:
+        ruled_out += (ModelCheckpoint,)
+    return [callback for callback in built if not isinstance(callback, ruled_out)]
+
+
 def build(cfg: DictConfig, resume_from: Path | None = None, extra_callbacks: Sequence[L.Callback] = ()
           ) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
     """The datamodule, classifier and trainer (with its logger and callbacks) that `cfg` describes."""
     datamodule = instantiate(cfg.data)
     classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
-    # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
-    logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
-    callbacks = [instantiate(callback) for callback in cfg.callbacks.values()]
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[*callbacks, *extra_callbacks])
+    logger = False  # `~logger`: Lightning would otherwise add a default one
+    if cfg.get("logger"):
+        # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
+        logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[*callbacks(cfg, logger), *extra_callbacks])
     return datamodule, classifier, trainer
 
 
@@ -194,8 +226,12 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:
         if hydra_config.mode == RunMode.MULTIRUN:
             # Hydra 1.3's sweepers stop the whole sweep at the first job that raised, and skip
-            # its summary; instead the job is logged here and the summary lists it as failed.
-            log.exception("job failed; the sweep goes on")
+            # its summary; instead the job is logged here, the summary lists it, and the sweep
+            # exits non-zero once every job has run (SweepSummary).
+            if isinstance(error, TrainingDiverged):  # a result (metrics.json says diverged), not a failure
+                log.warning("%s", error)
+            else:
+                log.exception("job failed; the sweep goes on")
             return None  # Optuna records the trial as failed
         if isinstance(error, USER_ERRORS) and os.environ.get("HYDRA_FULL_ERROR") != "1":
             log.error("%s", error)  # the message says it all; HYDRA_FULL_ERROR=1 shows the trace
