@@ -1,11 +1,13 @@
 """Every option of every config group composes into a config that builds its object."""
 
 import pytest
+from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from mnist_cnn.config import CONFIG_DIR, job_label, register_resolvers
+from mnist_cnn.config import job_label, register_resolvers
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
 
@@ -44,9 +46,11 @@ def test_overrides_users_type_reach_their_keys():
     assert cfg.trainer.max_epochs == 3
 
 
-def test_data_dir_is_absolute_wherever_the_run_starts():
-    cfg = compose("train")
+def test_logs_and_data_belong_to_the_checkout_whose_configs_compose_the_run():
+    cfg = compose("train", return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # as Hydra does before a run resolves its config
     assert cfg.data.data_dir == str(CONFIG_DIR.parent / "data")
+    assert cfg.log_dir == str(CONFIG_DIR.parent / "logs")
 
 
 @pytest.mark.parametrize("preset", options("experiment"))

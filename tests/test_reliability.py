@@ -9,13 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_data, only_run_dir, read_tensorboard, run_train
+from conftest import (
+    CONFIG_DIR,
+    PROJECT_ROOT,
+    make_tiny_data,
+    only_run_dir,
+    read_tensorboard,
+    run_train,
+)
 from hydra import compose, initialize_config_dir
 
 from mnist_cnn.checkpoint_io import AtomicCheckpointIO
 from mnist_cnn.config import (
-    CONFIG_DIR,
-    PROJECT_ROOT,
     ConfigError,
     check_config,
     register_resolvers,

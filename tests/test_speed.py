@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from conftest import learnable_digits
+from conftest import CONFIG_DIR, PROJECT_ROOT, learnable_digits
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
 from mnist_cnn.classifier import Classifier
-from mnist_cnn.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
+from mnist_cnn.config import register_resolvers
 from mnist_cnn.data import MNISTDataModule, normalize
 from mnist_cnn.model import CNN
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import (
+    CONFIG_DIR,
     hparams_tab,
     only_sweep_dir,
     run_script,
@@ -22,7 +23,6 @@ from conftest import (
 )
 from omegaconf import OmegaConf
 
-from mnist_cnn.config import CONFIG_DIR
 from mnist_cnn.train import torch_threads
 
 SWEEP_EXTRA = "needs the optional sweep plugins: pip install -e '.[sweep]'"

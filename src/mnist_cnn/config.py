@@ -1,9 +1,12 @@
-"""Where the project's configs live, the resolvers they use, and the checks they must pass."""
+"""How an app runs on a checkout's configs, the resolvers they use, and the checks they must pass."""
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -11,9 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.overrides import overrides_label
 from mnist_cnn.resume import ResumeError, new_run_dir, run_dir_for, snapshot_subdir
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = PROJECT_ROOT / "conf"
 
 
 class ConfigError(ValueError):
@@ -30,6 +30,19 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
         raise SystemExit(1) from None
 
 
+def run_app(task: Callable[[DictConfig], Any], config_dir: Path, config_name: str) -> Any:
+    """Run `task` as a Hydra app on `config_name` from `config_dir`: the conf/ folder of the
+    checkout whose script the user ran, wherever the package itself is installed."""
+    return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
+
+
+def project_root() -> str:
+    """The checkout whose conf/ this run was composed from: its logs/ and data/ go with its configs."""
+    [config_dir] = [source.path for source in HydraConfig.get().runtime.config_sources
+                    if source.provider == "main"]
+    return str(Path(config_dir).parent)
+
+
 def job_label(mode: RunMode, overrides: Sequence[str]) -> str:
     """A sweep job's TensorBoard run name, from its overrides; empty for a single run,
     whose events stay in the run folder itself (one TensorBoard run per run folder)."""
@@ -43,7 +56,7 @@ def made_dir(path: str) -> str:
 
 
 def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("project_root", project_root, replace=True)
     OmegaConf.register_new_resolver("job_label", job_label, replace=True)
     # Cached: Hydra resolves its run folder more than once, and the folder is made only once.
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
