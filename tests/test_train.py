@@ -1,6 +1,7 @@
 """`python train.py` end to end, as a user runs it, on tiny synthetic data."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -78,3 +79,17 @@ def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     scalars, _ = read_tensorboard(only_run_dir(tmp_path))
     assert "train/loss_step" not in scalars and "train/loss_epoch" in scalars
+
+
+def test_console_shows_progress_shapes_flops_and_results_but_no_library_notices(tiny_data, tmp_path):
+    result = run_train(tiny_data, tmp_path, "trainer.max_epochs=1", "trainer.enable_progress_bar=true",
+                       env={"COLUMNS": "200"})  # a wide summary table, one line per row
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "Tip" not in console and "litlogger" not in console
+    assert "deprecated" not in console
+    flops = re.search(r"Total FLOPs: (\S+ ?\S*)", console)
+    assert flops and flops.group(1).strip() not in ("0", ""), console[-3000:]
+    assert "[1, 1, 28, 28]" in console and "[1, 10]" in console  # the net's input and output shapes
+    assert "Epoch 0" in console  # the progress bar
+    assert "test accuracy" in console and f"run folder: {only_run_dir(tmp_path)}" in console

@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_cnn.model import IMAGE_SIZE
+
 # Schedulers that span the whole run need its length in optimizer steps, which is
 # known only once fitting starts.
 RUN_LENGTH_ARGUMENT = {
@@ -28,6 +30,8 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = instantiate(model)
+        # Lightning's model summary runs this batch through the net to show shapes and FLOPs.
+        self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
         num_classes = model.get("num_classes", 10)
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

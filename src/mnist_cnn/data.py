@@ -185,5 +185,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.resume_train_batches = state["train_batches_done"]
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, torch.Tensor):  # the model summary's example input, already normalised
+            return batch
         images, labels = batch
         return normalize(images), labels

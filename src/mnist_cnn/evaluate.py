@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.classifier import CheckpointError, Classifier, load_classifier
 from mnist_cnn.config import register_resolvers, run_app
+from mnist_cnn.console import quiet_library_notices
 from mnist_cnn.error_analysis import ErrorAnalysis
 
 
@@ -58,6 +59,7 @@ register_resolvers()
 
 
 def run(cfg: DictConfig) -> None:
+    quiet_library_notices()
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         sys.exit("error: name the checkpoint to evaluate: python eval.py ckpt_path=<file>")
     try:

@@ -21,6 +21,7 @@ from torch.utils.tensorboard.summary import hparams
 from mnist_cnn.allocator import reuse_freed_memory
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import ConfigError, check_config, register_resolvers, run_app
+from mnist_cnn.console import quiet_library_notices
 from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results, write_metrics
 from mnist_cnn.mnist_files import MNISTFilesError
@@ -159,6 +160,7 @@ register_resolvers()
 
 
 def run(cfg: DictConfig) -> float | None:
+    quiet_library_notices()
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     try:
