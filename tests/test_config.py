@@ -7,7 +7,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from mnist_cnn.config import job_label, register_resolvers
+from mnist_cnn.config import register_resolvers
+from mnist_cnn.overrides import keys_swept_by, overrides_label
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
 
@@ -78,8 +79,16 @@ def test_optuna_search_maximises_over_lr_batch_size_channels_and_dropout(tmp_pat
     assert sweeper.params["optimizer.lr"].startswith("tag(log,")
 
 
-def test_sweep_jobs_are_named_by_their_overrides_without_paths():
-    overrides = ["optimizer.lr=1e-4", "data.batch_size=64", "model.channels=[16,32]",
-                 "log_dir=/tmp/logs", "data.data_dir=data", "ckpt_path=runs/a/best.ckpt"]
-    assert job_label(RunMode.MULTIRUN, overrides) == "batch_size=64,channels=[16,32],lr=0.0001"
-    assert job_label(RunMode.RUN, overrides) == ""  # a single run's events stay in its folder
+def test_sweep_jobs_are_named_by_the_values_the_sweep_varies_without_paths():
+    command_line = ["optimizer.lr=1e-4,1e-3", "model.channels=[16,32],[32,64]", "optimizer=adam,sgd",
+                    "data.batch_size=64", "log_dir=/tmp/logs", "data.data_dir=a,b"]
+    sweeper_params = {"model.dropout": "interval(0.0, 0.5)", "data.batch_size": "choice(32, 64)",
+                      "trainer.max_epochs": 3}
+    job = ["optimizer.lr=1e-4", "model.channels=[16,32]", "optimizer=adam", "data.batch_size=64",
+           "log_dir=/tmp/logs", "data.data_dir=a", "model.dropout=0.25", "trainer.max_epochs=3"]
+
+    swept = keys_swept_by(command_line, sweeper_params)
+
+    # a single value on the command line fixes a key the sweeper's params would vary
+    assert swept == {"optimizer.lr", "model.channels", "optimizer", "data.data_dir", "model.dropout"}
+    assert overrides_label(job, swept) == "channels=[16,32],dropout=0.25,lr=0.0001,optimizer=adam"

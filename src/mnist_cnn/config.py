@@ -1,7 +1,7 @@
 """How an app runs on a checkout's configs, the resolvers they use, and the checks they must pass."""
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_cnn.overrides import overrides_label
+from mnist_cnn.overrides import keys_swept_by, overrides_label
 from mnist_cnn.resume import ResumeError, new_run_dir, run_dir_for, snapshot_subdir
 
 
@@ -43,10 +43,17 @@ def project_root() -> str:
     return str(Path(config_dir).parent)
 
 
-def job_label(mode: RunMode, overrides: Sequence[str]) -> str:
-    """A sweep job's TensorBoard run name, from its overrides; empty for a single run,
-    whose events stay in the run folder itself (one TensorBoard run per run folder)."""
-    return overrides_label(overrides) if mode == RunMode.MULTIRUN else ""
+def job_label() -> str:
+    """A sweep job's TensorBoard run name: its values of the keys the sweep varies (the settings
+    all jobs share are in the sweep's summary); empty for a single run, whose events stay in
+    the run folder itself (one TensorBoard run per run folder)."""
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode != RunMode.MULTIRUN:
+        return ""
+    # Hydra's sweeper saves the sweep's command line there before it launches a job.
+    sweep_config = Path(hydra_config.sweep.dir) / "multirun.yaml"
+    command_line = OmegaConf.load(sweep_config).hydra.overrides.task if sweep_config.exists() else []
+    return overrides_label(hydra_config.overrides.task, keys_swept_by(command_line, hydra_config.sweeper.get("params")))
 
 
 def made_dir(path: str) -> str:
