@@ -8,6 +8,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -56,10 +57,12 @@ def job_label() -> str:
     return overrides_label(hydra_config.overrides.task, keys_swept_by(command_line, hydra_config.sweeper.get("params")))
 
 
-def made_dir(path: str) -> str:
-    """`path`, created if missing, for tools that create files but not folders (Optuna's SQLite study)."""
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return path
+class MakeSweepFolder(Callback):
+    """Creates the sweep folder as the sweep starts, for a sweeper that writes into it before
+    any job runs (Optuna's SQLite study); composing a config creates nothing."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
 
 def register_resolvers() -> None:
@@ -69,7 +72,6 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("new_run_dir", new_run_dir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("snapshot_subdir", snapshot_subdir, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver("made_dir", made_dir, replace=True)
 
 
 def _is_integer(value) -> bool:
