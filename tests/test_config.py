@@ -1,5 +1,7 @@
 """Every option of every config group composes into a config that builds its object."""
 
+import inspect
+
 import pytest
 from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
@@ -8,6 +10,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from mnist_cnn.config import register_resolvers
+from mnist_cnn.data import MNISTDataModule
+from mnist_cnn.model import CNN
 from mnist_cnn.overrides import keys_swept_by, overrides_label
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
@@ -52,6 +56,27 @@ def test_logs_and_data_belong_to_the_checkout_whose_configs_compose_the_run():
     HydraConfig.instance().set_config(cfg)  # as Hydra does before a run resolves its config
     assert cfg.data.data_dir == str(CONFIG_DIR.parent / "data")
     assert cfg.log_dir == str(CONFIG_DIR.parent / "logs")
+
+
+@pytest.mark.parametrize("cls, config", [(CNN, "model/cnn.yaml"), (MNISTDataModule, "data/mnist.yaml")])
+def test_python_defaults_are_the_yaml_values(cls, config):
+    settings = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / config))
+    defaults = {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    assert defaults and set(defaults) <= set(settings)  # the YAML sets every argument that has a default
+    for name, default in defaults.items():
+        expected = settings[name]
+        assert (list(default) if isinstance(default, tuple) else default) == expected, name
+
+
+def test_entry_configs_write_no_setting_twice():
+    train, evaluation = (OmegaConf.load(CONFIG_DIR / f"{name}.yaml") for name in ("train", "eval"))
+    repeated = {key for key in set(train) & set(evaluation) - {"defaults", "hydra"}
+                if OmegaConf.to_yaml({key: train._get_node(key)}) == OmegaConf.to_yaml({key: evaluation._get_node(key)})}
+    assert not repeated  # settings both share live once, in conf/shared.yaml
+
+    composed = compose("eval", overrides=["ckpt_path=a.ckpt"])
+    assert composed.seed == compose("train").seed and "log_dir" in composed
 
 
 @pytest.mark.parametrize("preset", options("experiment"))

@@ -32,7 +32,7 @@ class Classifier(L.LightningModule):
         self.net = instantiate(model)
         # Lightning's model summary runs this batch through the net to show shapes and FLOPs.
         self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
-        num_classes = model.get("num_classes", 10)
+        num_classes = model["num_classes"]
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
