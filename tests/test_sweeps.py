@@ -6,8 +6,12 @@ import csv
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -243,3 +247,75 @@ def test_optuna_search_maximises_the_returned_validation_accuracy_and_a_rerun_co
     study = optuna.load_study(study_name="mnist-cnn", storage=f"sqlite:///{study_dir}/study.db")
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
     assert len(job_dirs(study_dir)) == 4 and len(summary_rows(study_dir)) == 4
+
+
+# --- TensorBoard itself, serving a finished sweep ------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ask(url: str, body: dict | None = None, timeout_s: float = 30):
+    """TensorBoard's JSON answer to a GET, or to a POST of `body`."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def tensorboard_server(grid_sweep):
+    """`tensorboard --logdir <sweep>` on a free local port; its base URL once it answers."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(grid_sweep),
+                               "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if len(ask(f"{url}/data/runs", timeout_s=5)) == 4:  # up, and every job's events read
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "tensorboard did not serve the sweep's four runs in 120 s"
+            time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.mark.slow
+def test_tensorboard_server_shows_every_job_with_its_scalars_and_hparams(grid_sweep, tensorboard_server):
+    jobs = job_dirs(grid_sweep)
+    runs = ask(f"{tensorboard_server}/data/runs")
+    assert sorted(run.split("/")[0] for run in runs) == sorted(jobs)
+    tags = ask(f"{tensorboard_server}/data/plugin/scalars/tags")
+    for run in runs:
+        assert {"train/loss_epoch", "val/acc", "val/acc_best", "test/acc", "test/loss"} <= set(tags[run]), run
+
+    experiment = ask(f"{tensorboard_server}/data/plugin/hparams/experiment", {"experimentName": ""})
+    assert {"optimizer/lr", "model/channels", "data/batch_size"} <= {h["name"] for h in experiment["hparamInfos"]}
+    assert {"val/acc_best", "test/acc", "test/loss"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
+
+    groups = ask(f"{tensorboard_server}/data/plugin/hparams/session_groups",
+                 {"experimentName": "", "startIndex": 0, "sliceSize": 100,
+                  "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+    assert sorted(group["name"] for group in groups["sessionGroups"]) == sorted(runs)
+    for group in groups["sessionGroups"]:
+        job_dir = jobs[group["name"].split("/")[0]]
+        config, recorded = job_config(job_dir), job_metrics(job_dir)
+        assert group["hparams"]["optimizer/lr"] == pytest.approx(config.optimizer.lr)
+        assert group["hparams"]["model/channels"] == str(list(config.model.channels))
+        metrics = {metric["name"]["tag"]: metric["value"] for metric in group["metricValues"]}
+        for metric in ("val/acc_best", "test/acc", "test/loss"):
+            assert metrics[metric] == pytest.approx(recorded[metric], rel=1e-5), metric
