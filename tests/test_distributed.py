@@ -23,6 +23,7 @@ def steps_per_epoch_on_half_the_data(tiny) -> int:
     return -(-per_rank // 32)  # batch size 32 in data=tiny
 
 
+@pytest.mark.slow
 def test_ddp_run_trains_each_rank_on_half_the_data_and_tests_every_image_once(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, *DDP)
 
@@ -36,6 +37,7 @@ def test_ddp_run_trains_each_rank_on_half_the_data_and_tests_every_image_once(ti
     assert metrics["steps"] == metrics["epochs"] * steps_per_epoch_on_half_the_data(tiny_data)
 
 
+@pytest.mark.slow
 def test_ddp_inside_a_sweep_gives_each_job_exactly_one_run_folder(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, *DDP, "optimizer.lr=0.001,0.003", "trainer.max_epochs=1",
                        multirun=True)
@@ -53,6 +55,7 @@ def test_ddp_inside_a_sweep_gives_each_job_exactly_one_run_folder(tiny_data, tmp
         assert metrics["world_size"] == 2 and metrics["test_images"] == tiny_data.test_size
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_runs_both_jobs_and_summarises_them(tiny_data, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs pip install -e '.[cluster]'")
     result = run_train(tiny_data, tmp_path, "hydra/launcher=submitit_local", "optimizer.lr=0.001,0.003",

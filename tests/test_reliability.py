@@ -71,6 +71,7 @@ def assert_one_step_axis(scalars: dict[str, list[tuple[int, float]]]) -> None:
 
 # Two ways back: naming the checkpoint, or running the same job again in its own folder,
 # as a cluster does when it requeues a preempted job.
+@pytest.mark.slow
 @pytest.mark.parametrize("resume_by", ["ckpt_path", "requeue"])
 def test_sigkilled_run_resumes_to_the_same_result_as_an_uninterrupted_run(slow_tiny_data, tmp_path, uninterrupted,
                                                                           resume_by):
@@ -97,6 +98,7 @@ def test_sigkilled_run_resumes_to_the_same_result_as_an_uninterrupted_run(slow_t
     assert [s for s, _ in scalars["val/acc"]] == [s for s, _ in expected_scalars["val/acc"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_checkpoint_and_resume_latest_finishes_the_run(slow_tiny_data, tmp_path, uninterrupted, signum):
     process = start_train(slow_tiny_data, tmp_path, *LONG_EPOCHS)
@@ -121,6 +123,7 @@ def test_signal_saves_a_checkpoint_and_resume_latest_finishes_the_run(slow_tiny_
     assert_one_step_axis(read_tensorboard(run_dir)[0])
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_its_config_and_rejects_another_config_group(tiny_data, tmp_path):
     first = run_train(tiny_data, tmp_path, "model.channels=[4,8]", "trainer.max_epochs=1")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -137,6 +140,7 @@ def test_resumed_run_keeps_its_config_and_rejects_another_config_group(tiny_data
     assert "the resumed run uses optimizer=adam" in other_group.stdout + other_group.stderr
 
 
+@pytest.mark.slow
 def test_diverging_loss_stops_with_a_message_naming_the_step(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "optimizer=sgd", "optimizer.lr=1e6", "trainer.max_epochs=3")
     assert result.returncode == 1
@@ -154,6 +158,7 @@ def test_diverging_loss_stops_with_a_message_naming_the_step(tiny_data, tmp_path
     ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt does not exist"),
     ("optimizer=adamm", "Could not find 'optimizer/adamm'"),
 ])
+@pytest.mark.slow
 def test_bad_settings_fail_with_one_clear_line_and_no_traceback(tiny_data, tmp_path, override, message):
     result = run_train(tiny_data, tmp_path, override)
     output = result.stdout + result.stderr

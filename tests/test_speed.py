@@ -43,6 +43,7 @@ def test_channels_last_runs_nhwc_and_gives_the_same_logits(fixed_batch):
         assert torch.allclose(fast(fixed_batch), reference(fixed_batch), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compile_on_and_off_give_the_same_logits(fixed_batch):
     torch._dynamo.reset()
     reference = CNN(channels=[8, 16]).eval()
@@ -79,6 +80,7 @@ def page_faults_per_step(mode: str) -> float:
                                 capture_output=True, text=True).stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_reusing_freed_memory_spares_the_page_faults_of_fresh_buffers_every_step():
     # Whether glibc's own heuristics hand the buffers back varies from process to process
@@ -147,6 +149,7 @@ def test_fast_preset_validates_once_at_its_last_epoch_whatever_the_epochs():
     assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR"
 
 
+@pytest.mark.slow
 def test_benchmark_times_both_paths_and_the_fast_run_and_writes_json(tiny_data, tmp_path):
     output = tmp_path / "benchmark.json"
     result = subprocess.run(

@@ -69,6 +69,7 @@ def grid_sweep(tiny_data, tmp_path_factory) -> Path:
     return only_sweep_dir(log_dir)
 
 
+@pytest.mark.slow
 def test_grid_sweep_runs_every_combination_in_its_own_job_folder(grid_sweep):
     jobs = job_dirs(grid_sweep)
     assert sorted(jobs) == ["0", "1", "2", "3"]
@@ -80,6 +81,7 @@ def test_grid_sweep_runs_every_combination_in_its_own_job_folder(grid_sweep):
     assert len({job_metrics(d)["test/loss"] for d in jobs.values()}) == 4  # four different models
 
 
+@pytest.mark.slow
 def test_swept_list_values_reach_each_job_as_lists(grid_sweep):
     for job_dir in job_dirs(grid_sweep).values():
         channels = OmegaConf.to_container(job_config(job_dir).model.channels)
@@ -89,6 +91,7 @@ def test_swept_list_values_reach_each_job_as_lists(grid_sweep):
         assert checkpoint["state_dict"]["net.features.0.weight"].shape[0] == channels[0]
 
 
+@pytest.mark.slow
 def test_summary_lists_every_job_best_validation_first(grid_sweep):
     rows = summary_rows(grid_sweep)
     assert sorted(row["job"] for row in rows) == ["0", "1", "2", "3"]
@@ -108,6 +111,7 @@ def test_summary_lists_every_job_best_validation_first(grid_sweep):
     assert width >= 800 and height >= 300
 
 
+@pytest.mark.slow
 def test_tensorboard_names_each_job_by_the_values_the_sweep_varies(grid_sweep):
     names = set(tensorboard_runs(grid_sweep).Runs())
     # the settings every job shares (data, trainer, epochs, log_dir) are left out
@@ -116,6 +120,7 @@ def test_tensorboard_names_each_job_by_the_values_the_sweep_varies(grid_sweep):
     assert names == expected
 
 
+@pytest.mark.slow
 def test_hparams_tab_compares_every_job_with_its_metrics(grid_sweep):
     sessions = hparams_tab(grid_sweep)
     assert len(sessions) == 4, sorted(sessions)
@@ -142,6 +147,7 @@ def preset_sweep(tiny_data, tmp_path_factory) -> tuple[subprocess.CompletedProce
     return result, only_sweep_dir(log_dir)
 
 
+@pytest.mark.slow
 def test_sweep_preset_runs_a_multirun_without_dash_m(preset_sweep):
     result, sweep_dir = preset_sweep
     assert result.returncode == 0, result.stderr[-3000:]
@@ -151,6 +157,7 @@ def test_sweep_preset_runs_a_multirun_without_dash_m(preset_sweep):
     assert {job_config(d).optimizer.lr for d in jobs.values()} == preset_lrs
 
 
+@pytest.mark.slow
 def test_failing_jobs_do_not_stop_the_sweep_and_are_summarised_as_failed(preset_sweep):
     result, sweep_dir = preset_sweep
     assert result.returncode == 0, result.stderr[-3000:]
@@ -165,6 +172,7 @@ def test_failing_jobs_do_not_stop_the_sweep_and_are_summarised_as_failed(preset_
     assert "jobs not completed" in result.stdout
 
 
+@pytest.mark.slow
 def test_summarize_script_rebuilds_the_summary_with_each_jobs_status(preset_sweep, tmp_path):
     _, finished = preset_sweep
     sweep_dir = shutil.copytree(finished, tmp_path / finished.name)
@@ -199,6 +207,7 @@ def test_threads_default_to_the_cores_shared_among_parallel_jobs():
     assert torch_threads(None, OmegaConf.create({"n_jobs": -1})) == 1  # joblib: one job per core
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_sharing_the_cores(tiny_data, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=SWEEP_EXTRA)
     result = run_train(tiny_data, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -224,6 +233,7 @@ def optuna_search(tiny_data, log_dir: Path) -> subprocess.CompletedProcess:
                      env={"SQLALCHEMY_SILENCE_UBER_WARNING": "1"})
 
 
+@pytest.mark.slow
 def test_optuna_search_maximises_the_returned_validation_accuracy_and_a_rerun_continues_it(tiny_data, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=SWEEP_EXTRA)
     import optuna

@@ -49,6 +49,7 @@ def test_tensorboard_events_hold_scalars_and_hparams(finished_run):
     assert hparams["data/batch_size"] == 32 and hparams["optimizer"] == "Adam"
 
 
+@pytest.mark.slow
 def test_scheduler_option_runs_end_to_end(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "scheduler=onecycle", "trainer.max_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -56,6 +57,7 @@ def test_scheduler_option_runs_end_to_end(tiny_data, tmp_path):
     assert "lr-Adam" in scalars
 
 
+@pytest.mark.slow
 def test_a_run_stopped_before_any_validation_tests_its_final_weights(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "+trainer.max_steps=3")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -74,6 +76,7 @@ def test_the_step_loss_reaches_tensorboard_at_every_log_every_n_steps(finished_r
     assert logged == list(range(4, steps, 5))
 
 
+@pytest.mark.slow
 def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "trainer.log_every_n_steps=0", "trainer.max_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -81,6 +84,7 @@ def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
     assert "train/loss_step" not in scalars and "train/loss_epoch" in scalars
 
 
+@pytest.mark.slow
 def test_console_shows_progress_shapes_flops_and_results_but_no_library_notices(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "trainer.max_epochs=1", "trainer.enable_progress_bar=true",
                        env={"COLUMNS": "200"})  # a wide summary table, one line per row
