@@ -17,7 +17,7 @@ from mnist_cnn.config import register_resolvers
 from mnist_cnn.data import MNISTDataModule, normalize
 from mnist_cnn.model import CNN
 
-MODEL = {"_target_": "mnist_cnn.model.CNN", "channels": [8, 16]}
+MODEL = {"_target_": "mnist_cnn.model.CNN", "channels": [8, 16], "num_classes": 10}
 ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
 
@@ -34,7 +34,7 @@ def twin(reference: torch.nn.Module, **switches) -> CNN:
 
 
 def test_channels_last_runs_nhwc_and_gives_the_same_logits(fixed_batch):
-    reference = CNN(channels=[8, 16]).eval()
+    reference = CNN(channels=[8, 16], channels_last=False).eval()
     fast = twin(reference, channels_last=True)
     second_conv = 4  # conv, batch norm, pool, ReLU, conv: the first has a single input channel
     assert fast.features[second_conv].weight.is_contiguous(memory_format=torch.channels_last)
