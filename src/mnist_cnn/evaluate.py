@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_cnn.classifier import CheckpointError, Classifier, load_classifier
 from mnist_cnn.config import register_resolvers, run_app
 from mnist_cnn.console import quiet_library_notices
-from mnist_cnn.error_analysis import ErrorAnalysis
+from mnist_cnn.error_analysis.callback import ErrorAnalysis
 
 
 def test_results(trainer: L.Trainer, classifier: Classifier) -> dict[str, Any]:
