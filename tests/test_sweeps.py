@@ -158,6 +158,15 @@ def test_sweep_preset_runs_a_multirun_without_dash_m(preset_sweep):
 
 
 @pytest.mark.slow
+def test_preset_jobs_are_named_by_what_varies_in_the_preset_and_on_the_command_line(preset_sweep):
+    _, sweep_dir = preset_sweep
+    completed = {job: d for job, d in job_dirs(sweep_dir).items() if (d / "metrics.json").exists()}
+    # the preset varies lr, batch size and channels; data.batch_size=32 on the command line fixes one
+    expected = {f"{job}/channels=[4,8],lr={job_config(d).optimizer.lr:g}" for job, d in completed.items()}
+    assert len(expected) == 2 and set(tensorboard_runs(sweep_dir).Runs()) == expected
+
+
+@pytest.mark.slow
 def test_failing_jobs_do_not_stop_the_sweep_and_are_summarised_as_failed(preset_sweep):
     result, sweep_dir = preset_sweep
     assert result.returncode == 0, result.stderr[-3000:]
