@@ -39,9 +39,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from mnist_cnn.allocator import reuse_freed_memory
-from mnist_cnn.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
+from mnist_cnn.config import register_resolvers
 from mnist_cnn.data import IndexBatches, MNISTDataModule, TensorBatches, normalize
 from mnist_cnn.train import build
+
+# The checkout this script belongs to: its conf/, and its logs/ for the report.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "conf"
 
 PLAIN = "plain loop"
 BARE = "project's net, plain loop"

@@ -12,8 +12,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mnist_cnn.config import PROJECT_ROOT
 from mnist_cnn.mnist_files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+
+# The checkout under test: its scripts, its conf/ (and so the default logs/ and data/ beside it).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "conf"
 
 
 def write_idx(path: Path, values: torch.Tensor) -> str:

@@ -1,9 +1,11 @@
 """Every option of every config group, and every preset, builds the objects train.py uses."""
 
+import inspect
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -11,7 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from mnist_cnn.classifier import RUN_LENGTH_ARGUMENT
-from mnist_cnn.config import CONFIG_DIR, job_label, register_resolvers
+from mnist_cnn.config import register_resolvers
+from mnist_cnn.data import MNISTDataModule
+from mnist_cnn.model import CNN
+from mnist_cnn.overrides import keys_swept_by, overrides_label
 from mnist_cnn.train import build
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
@@ -82,9 +87,32 @@ def test_overrides_users_type_reach_their_keys():
     assert cfg.trainer.max_epochs == 3
 
 
-def test_data_dir_is_absolute_wherever_the_run_starts():
-    cfg = compose("train")
+def test_logs_and_data_belong_to_the_checkout_whose_configs_compose_the_run():
+    cfg = compose("train", return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # as Hydra does before a run resolves its config
     assert cfg.data.data_dir == str(CONFIG_DIR.parent / "data")
+    assert cfg.log_dir == str(CONFIG_DIR.parent / "logs")
+
+
+@pytest.mark.parametrize("cls, config", [(CNN, "model/cnn.yaml"), (MNISTDataModule, "data/mnist.yaml")])
+def test_python_defaults_are_the_yaml_values(cls, config):
+    settings = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / config))
+    defaults = {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    assert defaults and set(defaults) <= set(settings)  # the YAML sets every argument that has a default
+    for name, default in defaults.items():
+        expected = settings[name]
+        assert (list(default) if isinstance(default, tuple) else default) == expected, name
+
+
+def test_entry_configs_write_no_setting_twice():
+    train, evaluation = (OmegaConf.load(CONFIG_DIR / f"{name}.yaml") for name in ("train", "eval"))
+    repeated = {key for key in set(train) & set(evaluation) - {"defaults", "hydra"}
+                if OmegaConf.to_yaml({key: train._get_node(key)}) == OmegaConf.to_yaml({key: evaluation._get_node(key)})}
+    assert not repeated  # settings both share live once, in conf/shared.yaml
+
+    composed = compose("eval", overrides=["ckpt_path=a.ckpt"])
+    assert composed.seed == compose("train").seed and "log_dir" in composed
 
 
 @pytest.mark.parametrize("preset", options("experiment"))
@@ -100,15 +128,26 @@ def test_optuna_study_lives_in_a_folder_of_its_own_under_log_dir(tmp_path):
     cfg = compose("train", overrides=["hparams_search=optuna", f"log_dir={tmp_path}"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     # the study is kept in the sweep folder, one per study name, so a rerun continues it
-    assert sweeper.storage == f"sqlite:///{tmp_path}/optuna/{sweeper.study_name}/study.db"
-    assert (tmp_path / "optuna" / sweeper.study_name).is_dir()  # made for SQLite, which makes no folders
+    assert sweeper.study_name == "mnist-cnn"
+    assert sweeper.storage == f"sqlite:///{tmp_path}/optuna/mnist-cnn/study.db"
+    assert not (tmp_path / "optuna").exists()  # composing a config creates no folder; the run does
+    assert set(sweeper.params) == {"optimizer.lr", "data.batch_size", "model.channels", "model.dropout"}
+    assert sweeper.params["optimizer.lr"].startswith("tag(log,")
 
 
-def test_sweep_jobs_are_named_by_their_overrides_without_paths():
-    overrides = ["optimizer.lr=1e-4", "data.batch_size=64", "model.channels=[16,32]",
-                 "log_dir=/tmp/logs", "data.data_dir=data", "ckpt_path=runs/a/best.ckpt"]
-    assert job_label(RunMode.MULTIRUN, overrides) == "batch_size=64,channels=[16,32],lr=0.0001"
-    assert job_label(RunMode.RUN, overrides) == ""  # a single run's events stay in its folder
+def test_sweep_jobs_are_named_by_the_values_the_sweep_varies_without_paths():
+    command_line = ["optimizer.lr=1e-4,1e-3", "model.channels=[16,32],[32,64]", "optimizer=adam,sgd",
+                    "data.batch_size=64", "log_dir=/tmp/logs", "data.data_dir=a,b"]
+    sweeper_params = {"model.dropout": "interval(0.0, 0.5)", "data.batch_size": "choice(32, 64)",
+                      "trainer.max_epochs": 3}
+    job = ["optimizer.lr=1e-4", "model.channels=[16,32]", "optimizer=adam", "data.batch_size=64",
+           "log_dir=/tmp/logs", "data.data_dir=a", "model.dropout=0.25", "trainer.max_epochs=3"]
+
+    swept = keys_swept_by(command_line, sweeper_params)
+
+    # a single value on the command line fixes a key the sweeper's params would vary
+    assert swept == {"optimizer.lr", "model.channels", "optimizer", "data.data_dir", "model.dropout"}
+    assert overrides_label(job, swept) == "channels=[16,32],dropout=0.25,lr=0.0001,optimizer=adam"
 
 
 def test_trainer_debug_is_debug_limit_under_its_older_name():

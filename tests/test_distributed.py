@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_data, only_run_dir, only_sweep_dir, run_eval, run_train
+from conftest import CONFIG_DIR, make_tiny_data, only_run_dir, only_sweep_dir, run_eval, run_train
 from hydra import compose, initialize_config_dir
 
-from mnist_cnn.config import CONFIG_DIR, register_resolvers
+from mnist_cnn.config import register_resolvers
 
 DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
 # What one run folder holds: rank 0's files only, no second snapshot or log of another rank.

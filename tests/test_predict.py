@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from conftest import draw_digit, run_script
 
 # "path: 7  (7: 91.0%, 1: 5.2%, 2: 1.1%)"
@@ -13,6 +14,7 @@ def best_checkpoint(finished_run):
     return finished_run[0] / "checkpoints" / "best.ckpt"
 
 
+@pytest.mark.slow
 def test_each_image_is_predicted_and_each_bad_file_gets_its_own_error(finished_run, tmp_path):
     seven = draw_digit(tmp_path / "seven.png", 7)
     notes = tmp_path / "notes.txt"
@@ -35,6 +37,7 @@ def test_each_image_is_predicted_and_each_bad_file_gets_its_own_error(finished_r
     assert set(tmp_path.iterdir()) == before  # a read-only tool: no run folder, no log file
 
 
+@pytest.mark.slow
 def test_json_lines_for_the_images_of_a_folder(finished_run, tmp_path):
     draw_digit(tmp_path / "a.png", 1)
     draw_digit(tmp_path / "b.jpg", 7, size=(64, 200))
@@ -50,6 +53,7 @@ def test_json_lines_for_the_images_of_a_folder(finished_run, tmp_path):
         assert 0 < sum(probabilities) <= 1 + 1e-5
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
     draw_digit(tmp_path / "seven.png", 7)
     result = run_script("predict.py", f"ckpt_path={tmp_path / 'seven.png'}", f"inputs={tmp_path}", cwd=tmp_path)

@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import draw_digit, run_script
 
-pytestmark = pytest.mark.real_data
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 
 def test_two_epochs_on_real_mnist_reach_98_percent(real_mnist_run):

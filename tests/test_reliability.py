@@ -11,14 +11,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import only_run_dir, run_train
+from conftest import CONFIG_DIR, PROJECT_ROOT, only_run_dir, run_train
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from mnist_cnn.checkpoint_io import AtomicCheckpointIO
 from mnist_cnn.config import (
-    CONFIG_DIR,
-    PROJECT_ROOT,
     ConfigError,
     check_config,
     register_resolvers,
@@ -27,6 +25,7 @@ from mnist_cnn.resume import new_run_dir
 from mnist_cnn.stopping import CheckpointOnInterrupt, StopOnDivergence, TrainingDiverged
 
 
+@pytest.mark.slow
 def test_diverging_loss_stops_with_a_message_naming_the_step(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "optimizer=sgd", "optimizer.lr=1e6", "trainer.max_epochs=3")
     assert result.returncode == 1
@@ -44,6 +43,7 @@ def test_diverging_loss_stops_with_a_message_naming_the_step(tiny_data, tmp_path
     ("ckpt_path=/no/such.ckpt", "ckpt_path=/no/such.ckpt does not exist"),
     ("optimizer=adamm", "Could not find 'optimizer/adamm'"),
 ])
+@pytest.mark.slow
 def test_bad_settings_fail_with_one_clear_line_and_no_traceback(tiny_data, tmp_path, override, message):
     result = run_train(tiny_data, tmp_path, override)
     output = result.stdout + result.stderr

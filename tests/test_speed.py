@@ -8,16 +8,16 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from conftest import learnable_digits
+from conftest import CONFIG_DIR, PROJECT_ROOT, learnable_digits
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
 from mnist_cnn.classifier import Classifier
-from mnist_cnn.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
+from mnist_cnn.config import register_resolvers
 from mnist_cnn.data import MNISTDataModule, normalize
 from mnist_cnn.model import CNN
 
-MODEL = {"_target_": "mnist_cnn.model.CNN", "channels": [8, 16]}
+MODEL = {"_target_": "mnist_cnn.model.CNN", "channels": [8, 16], "num_classes": 10}
 ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
 
@@ -34,7 +34,7 @@ def twin(reference: torch.nn.Module, **switches) -> CNN:
 
 
 def test_channels_last_runs_nhwc_and_gives_the_same_logits(fixed_batch):
-    reference = CNN(channels=[8, 16]).eval()
+    reference = CNN(channels=[8, 16], channels_last=False).eval()
     fast = twin(reference, channels_last=True)
     second_conv = 4  # conv, batch norm, pool, ReLU, conv: the first has a single input channel
     assert fast.features[second_conv].weight.is_contiguous(memory_format=torch.channels_last)
@@ -43,6 +43,7 @@ def test_channels_last_runs_nhwc_and_gives_the_same_logits(fixed_batch):
         assert torch.allclose(fast(fixed_batch), reference(fixed_batch), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compile_on_and_off_give_the_same_logits(fixed_batch):
     torch._dynamo.reset()
     reference = CNN(channels=[8, 16]).eval()
@@ -79,6 +80,7 @@ def page_faults_per_step(mode: str) -> float:
                                 capture_output=True, text=True).stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_reusing_freed_memory_spares_the_page_faults_of_fresh_buffers_every_step():
     # Whether glibc's own heuristics hand the buffers back varies from process to process:
@@ -108,10 +110,11 @@ def test_bf16_mixed_precision_gives_the_same_predictions(fixed_batch):
 
 
 class OnDevice(SimpleNamespace):
-    """The part of a Trainer that MNISTDataModule.setup reads: this rank's device."""
+    """The part of a Trainer that MNISTDataModule reads: this rank's device, the ranks, overfitting."""
 
     def __init__(self, device: str):
-        super().__init__(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0, world_size=1)
+        super().__init__(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0, world_size=1,
+                         overfit_batches=0)
 
 
 def test_on_device_keeps_the_dataset_and_batches_on_the_trainers_device(tiny_data):
@@ -146,6 +149,7 @@ def test_fast_preset_validates_once_at_its_last_epoch_whatever_the_epochs():
     assert cfg.trainer.check_val_every_n_epoch == 3
 
 
+@pytest.mark.slow
 def test_benchmark_times_both_paths_and_the_fast_run_and_writes_json(tiny_data, tmp_path):
     output = tmp_path / "benchmark.json"
     result = subprocess.run(

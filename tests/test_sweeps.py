@@ -5,15 +5,19 @@ the Optuna search and the sweep preset."""
 import csv
 import json
 import os
-import re
 import shutil
+import socket
 import struct
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import (
+    CONFIG_DIR,
     hparams_tab,
     only_sweep_dir,
     run_script,
@@ -22,7 +26,6 @@ from conftest import (
 )
 from omegaconf import OmegaConf
 
-from mnist_cnn.config import CONFIG_DIR
 from mnist_cnn.train import torch_threads
 
 SWEEP_EXTRA = "needs the optional sweep plugins: pip install -e '.[sweep]'"
@@ -66,6 +69,7 @@ def grid_sweep(tiny_data, tmp_path_factory) -> Path:
     return only_sweep_dir(log_dir)
 
 
+@pytest.mark.slow
 def test_grid_sweep_runs_every_combination_in_its_own_job_folder(grid_sweep):
     jobs = job_dirs(grid_sweep)
     assert sorted(jobs) == ["0", "1", "2", "3"]
@@ -77,6 +81,7 @@ def test_grid_sweep_runs_every_combination_in_its_own_job_folder(grid_sweep):
     assert len({job_metrics(d)["test/loss"] for d in jobs.values()}) == 4  # four different models
 
 
+@pytest.mark.slow
 def test_swept_list_values_reach_each_job_as_lists(grid_sweep):
     for job_dir in job_dirs(grid_sweep).values():
         channels = OmegaConf.to_container(job_config(job_dir).model.channels)
@@ -86,6 +91,7 @@ def test_swept_list_values_reach_each_job_as_lists(grid_sweep):
         assert checkpoint["state_dict"]["net.features.0.weight"].shape[0] == channels[0]
 
 
+@pytest.mark.slow
 def test_summary_lists_every_job_best_validation_first(grid_sweep):
     rows = summary_rows(grid_sweep)
     assert sorted(row["job"] for row in rows) == ["0", "1", "2", "3"]
@@ -105,17 +111,16 @@ def test_summary_lists_every_job_best_validation_first(grid_sweep):
     assert width >= 800 and height >= 300
 
 
-def test_tensorboard_names_each_job_by_its_overrides(grid_sweep):
-    names = list(tensorboard_runs(grid_sweep).Runs())
-    assert len(names) == 4, names
-    for job, job_dir in job_dirs(grid_sweep).items():
-        [name] = [name for name in names if name.startswith(f"{job}/")]
-        label = re.split(r",(?![^\[]*\])", name.removeprefix(f"{job}/"))  # commas outside [...]
-        config = job_config(job_dir)
-        assert f"lr={config.optimizer.lr:g}" in label and f"channels={short_list(config.model.channels)}" in label
-        assert not any("/" in part or part.startswith("log_dir=") for part in label), label
+@pytest.mark.slow
+def test_tensorboard_names_each_job_by_the_values_the_sweep_varies(grid_sweep):
+    names = set(tensorboard_runs(grid_sweep).Runs())
+    # the settings every job shares (data, trainer, epochs, log_dir) are left out
+    expected = {f"{job}/channels={short_list(job_config(d).model.channels)},lr={job_config(d).optimizer.lr:g}"
+                for job, d in job_dirs(grid_sweep).items()}
+    assert names == expected
 
 
+@pytest.mark.slow
 def test_hparams_tab_compares_every_job_with_its_metrics(grid_sweep):
     sessions = hparams_tab(grid_sweep)
     assert len(sessions) == 4, sorted(sessions)
@@ -142,6 +147,7 @@ def preset_sweep(tiny_data, tmp_path_factory) -> tuple[subprocess.CompletedProce
     return result, only_sweep_dir(log_dir)
 
 
+@pytest.mark.slow
 def test_sweep_preset_runs_a_multirun_without_dash_m(preset_sweep):
     result, sweep_dir = preset_sweep
     assert result.returncode == 1, result.stderr[-3000:]  # its jobs with channels [0] fail
@@ -151,6 +157,16 @@ def test_sweep_preset_runs_a_multirun_without_dash_m(preset_sweep):
     assert {job_config(d).optimizer.lr for d in jobs.values()} == preset_lrs
 
 
+@pytest.mark.slow
+def test_preset_jobs_are_named_by_what_varies_in_the_preset_and_on_the_command_line(preset_sweep):
+    _, sweep_dir = preset_sweep
+    completed = {job: d for job, d in job_dirs(sweep_dir).items() if (d / "metrics.json").exists()}
+    # the preset varies lr, batch size and channels; data.batch_size=32 on the command line fixes one
+    expected = {f"{job}/channels=[4,8],lr={job_config(d).optimizer.lr:g}" for job, d in completed.items()}
+    assert len(expected) == 2 and set(tensorboard_runs(sweep_dir).Runs()) == expected
+
+
+@pytest.mark.slow
 def test_failing_jobs_do_not_stop_the_sweep_and_are_summarised_as_failed(preset_sweep):
     result, sweep_dir = preset_sweep
     assert result.returncode == 1, result.stderr[-3000:]
@@ -193,6 +209,7 @@ def test_a_diverged_job_is_a_result_and_the_sweep_exits_zero(tiny_data, tmp_path
     assert "sweep failed" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_summarize_script_rebuilds_the_summary_with_each_jobs_status(preset_sweep, tmp_path):
     _, finished = preset_sweep
     sweep_dir = shutil.copytree(finished, tmp_path / finished.name)
@@ -255,6 +272,7 @@ def test_threads_default_to_the_cores_shared_among_parallel_jobs():
     assert torch_threads(None, OmegaConf.create({"n_jobs": -1})) == 1  # joblib: one job per core
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_sharing_the_cores(tiny_data, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=SWEEP_EXTRA)
     result = run_train(tiny_data, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -280,6 +298,7 @@ def optuna_search(tiny_data, log_dir: Path) -> subprocess.CompletedProcess:
                      env={"SQLALCHEMY_SILENCE_UBER_WARNING": "1"})
 
 
+@pytest.mark.slow
 def test_optuna_search_maximises_the_returned_validation_accuracy_and_a_rerun_continues_it(tiny_data, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=SWEEP_EXTRA)
     import optuna
@@ -303,3 +322,75 @@ def test_optuna_search_maximises_the_returned_validation_accuracy_and_a_rerun_co
     study = optuna.load_study(study_name="mnist-cnn", storage=f"sqlite:///{study_dir}/study.db")
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
     assert len(job_dirs(study_dir)) == 4 and len(summary_rows(study_dir)) == 4
+
+
+# --- TensorBoard itself, serving a finished sweep ------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ask(url: str, body: dict | None = None, timeout_s: float = 30):
+    """TensorBoard's JSON answer to a GET, or to a POST of `body`."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def tensorboard_server(grid_sweep):
+    """`tensorboard --logdir <sweep>` on a free local port; its base URL once it answers."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(grid_sweep),
+                               "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if len(ask(f"{url}/data/runs", timeout_s=5)) == 4:  # up, and every job's events read
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "tensorboard did not serve the sweep's four runs in 120 s"
+            time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.mark.slow
+def test_tensorboard_server_shows_every_job_with_its_scalars_and_hparams(grid_sweep, tensorboard_server):
+    jobs = job_dirs(grid_sweep)
+    runs = ask(f"{tensorboard_server}/data/runs")
+    assert sorted(run.split("/")[0] for run in runs) == sorted(jobs)
+    tags = ask(f"{tensorboard_server}/data/plugin/scalars/tags")
+    for run in runs:
+        assert {"train/loss_epoch", "val/acc", "val/acc_best", "test/acc", "test/loss"} <= set(tags[run]), run
+
+    experiment = ask(f"{tensorboard_server}/data/plugin/hparams/experiment", {"experimentName": ""})
+    assert {"optimizer/lr", "model/channels", "data/batch_size"} <= {h["name"] for h in experiment["hparamInfos"]}
+    assert {"val/acc_best", "test/acc", "test/loss"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
+
+    groups = ask(f"{tensorboard_server}/data/plugin/hparams/session_groups",
+                 {"experimentName": "", "startIndex": 0, "sliceSize": 100,
+                  "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+    assert sorted(group["name"] for group in groups["sessionGroups"]) == sorted(runs)
+    for group in groups["sessionGroups"]:
+        job_dir = jobs[group["name"].split("/")[0]]
+        config, recorded = job_config(job_dir), job_metrics(job_dir)
+        assert group["hparams"]["optimizer/lr"] == pytest.approx(config.optimizer.lr)
+        assert group["hparams"]["model/channels"] == str(list(config.model.channels))
+        metrics = {metric["name"]["tag"]: metric["value"] for metric in group["metricValues"]}
+        for metric in ("val/acc_best", "test/acc", "test/loss"):
+            assert metrics[metric] == pytest.approx(recorded[metric], rel=1e-5), metric

@@ -1,6 +1,7 @@
 """`python train.py` end to end, as a user runs it, on tiny synthetic data."""
 
 import json
+import re
 
 import lightning as L
 import pytest
@@ -50,6 +51,7 @@ def test_tensorboard_events_hold_scalars_and_hparams(finished_run):
     assert hparams["data/batch_size"] == 32 and hparams["optimizer"] == "Adam"
 
 
+@pytest.mark.slow
 def test_scheduler_option_runs_end_to_end(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "scheduler=onecycle", "trainer.max_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -57,6 +59,7 @@ def test_scheduler_option_runs_end_to_end(tiny_data, tmp_path):
     assert "lr-Adam" in scalars
 
 
+@pytest.mark.slow
 def test_a_run_stopped_before_any_validation_tests_its_final_weights(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "+trainer.max_steps=3")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -75,6 +78,7 @@ def test_the_step_loss_reaches_tensorboard_at_every_log_every_n_steps(finished_r
     assert logged == list(range(4, steps, 5))
 
 
+@pytest.mark.slow
 def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
     result = run_train(tiny_data, tmp_path, "trainer.log_every_n_steps=0", "trainer.max_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -83,7 +87,7 @@ def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
 
 
 def test_epoch_training_loss_is_the_mean_over_images_not_over_batches():
-    classifier = Classifier({"_target_": "mnist_cnn.model.CNN", "channels": [4]},
+    classifier = Classifier({"_target_": "mnist_cnn.model.CNN", "channels": [4], "num_classes": 10},
                             {"_target_": "torch.optim.SGD", "lr": 0.1})
     classifier.trainer = L.Trainer(log_every_n_steps=0, logger=False, enable_progress_bar=False)
     images, labels = torch.randn(5, 1, 28, 28), torch.arange(5)
@@ -106,3 +110,18 @@ def test_with_gradient_accumulation_the_step_loss_is_written_where_lightning_wri
     scalars, _ = read_tensorboard(only_run_dir(tmp_path))
     loss_steps = [step for step, _ in scalars["train/loss_step"]]
     assert loss_steps == sorted({step for step, _ in scalars["lr-Adam"]}) == [1, 3, 5, 7]
+
+
+@pytest.mark.slow
+def test_console_shows_progress_shapes_flops_and_results_but_no_library_notices(tiny_data, tmp_path):
+    result = run_train(tiny_data, tmp_path, "trainer.max_epochs=1", "trainer.enable_progress_bar=true",
+                       env={"COLUMNS": "200"})  # a wide summary table, one line per row
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "Tip" not in console and "litlogger" not in console
+    assert "deprecated" not in console
+    flops = re.search(r"Total FLOPs: (\S+ ?\S*)", console)
+    assert flops and flops.group(1).strip() not in ("0", ""), console[-3000:]
+    assert "[1, 1, 28, 28]" in console and "[1, 10]" in console  # the net's input and output shapes
+    assert "Epoch 0" in console  # the progress bar
+    assert "test accuracy" in console and f"run folder: {only_run_dir(tmp_path)}" in console

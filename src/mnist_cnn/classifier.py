@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_cnn.model import IMAGE_SIZE
+
 # Schedulers that span the whole run need its length in optimizer steps, which is
 # known only once fitting starts.
 RUN_LENGTH_ARGUMENT = {
@@ -28,7 +30,9 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = instantiate(model)
-        num_classes = model.get("num_classes", 10)
+        # Lightning's model summary runs this batch through the net to show shapes and FLOPs.
+        self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+        num_classes = model["num_classes"]
         # Losses averaged over images by torchmetrics, which sums values and weights across
         # ranks; Lightning's own mean of logged values truncates an odd total of images
         # across DDP ranks to an integer, and so misstates the loss of uneven shards.

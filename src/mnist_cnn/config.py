@@ -1,16 +1,20 @@
-"""Where the project's configs live, the resolvers they use, and the checks they must pass."""
+"""How an app runs on a checkout's configs, the resolvers they use, and the checks they must pass."""
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.classifier import RUN_LENGTH_ARGUMENT
-from mnist_cnn.overrides import overrides_label
+from mnist_cnn.overrides import keys_swept_by, overrides_label
 from mnist_cnn.resume import (
     ResumeError,
     completed_run_metrics,
@@ -19,9 +23,6 @@ from mnist_cnn.resume import (
     run_dir_for,
     snapshot_subdir,
 )
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = PROJECT_ROOT / "conf"
 
 
 class ConfigError(ValueError):
@@ -43,26 +44,47 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
     return run_dir
 
 
-def job_label(mode: RunMode, overrides: Sequence[str]) -> str:
-    """A sweep job's TensorBoard run name, from its overrides; empty for a single run,
-    whose events stay in the run folder itself (one TensorBoard run per run folder)."""
-    return overrides_label(overrides) if mode == RunMode.MULTIRUN else ""
+def run_app(task: Callable[[DictConfig], Any], config_dir: Path, config_name: str) -> Any:
+    """Run `task` as a Hydra app on `config_name` from `config_dir`: the conf/ folder of the
+    checkout whose script the user ran, wherever the package itself is installed."""
+    return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
 
 
-def made_dir(path: str) -> str:
-    """`path`, created if missing, for tools that create files but not folders (Optuna's SQLite study)."""
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return path
+def project_root() -> str:
+    """The checkout whose conf/ this run was composed from: its logs/ and data/ go with its configs."""
+    [config_dir] = [source.path for source in HydraConfig.get().runtime.config_sources
+                    if source.provider == "main"]
+    return str(Path(config_dir).parent)
+
+
+def job_label() -> str:
+    """A sweep job's TensorBoard run name: its values of the keys the sweep varies (the settings
+    all jobs share are in the sweep's summary); empty for a single run, whose events stay in
+    the run folder itself (one TensorBoard run per run folder)."""
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode != RunMode.MULTIRUN:
+        return ""
+    # Hydra's sweeper saves the sweep's command line there before it launches a job.
+    sweep_config = Path(hydra_config.sweep.dir) / "multirun.yaml"
+    command_line = OmegaConf.load(sweep_config).hydra.overrides.task if sweep_config.exists() else []
+    return overrides_label(hydra_config.overrides.task, keys_swept_by(command_line, hydra_config.sweeper.get("params")))
+
+
+class MakeSweepFolder(Callback):
+    """Creates the sweep folder as the sweep starts, for a sweeper that writes into it before
+    any job runs (Optuna's SQLite study); composing a config creates nothing."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
 
 def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    OmegaConf.register_new_resolver("project_root", project_root, replace=True)
     OmegaConf.register_new_resolver("job_label", job_label, replace=True)
     # Cached: Hydra resolves its run folder more than once, and the folder is made only once.
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("new_run_dir", new_run_dir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("snapshot_subdir", snapshot_subdir, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver("made_dir", made_dir, replace=True)
 
 
 def _is_integer(value) -> bool:

@@ -245,5 +245,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.restored_train_position = state.get("train_position")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, torch.Tensor):  # the model summary's example input, already normalised
+            return batch
         images, labels = batch
         return normalize(images), labels

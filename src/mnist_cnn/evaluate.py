@@ -6,15 +6,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.classifier import CheckpointError, Classifier, load_classifier
-from mnist_cnn.config import CONFIG_DIR, register_resolvers
-from mnist_cnn.error_analysis import ErrorAnalysis
+from mnist_cnn.config import register_resolvers, run_app
+from mnist_cnn.console import quiet_library_notices
+from mnist_cnn.error_analysis.callback import ErrorAnalysis
 
 
 def test_results(trainer: L.Trainer, classifier: Classifier) -> dict[str, Any]:
@@ -58,8 +58,8 @@ def evaluate(cfg: DictConfig, classifier: Classifier) -> dict[str, Any]:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    quiet_library_notices()
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         sys.exit("error: name the checkpoint to evaluate: python eval.py ckpt_path=<file>")
     try:
@@ -67,3 +67,8 @@ def main(cfg: DictConfig) -> None:
     except CheckpointError as error:
         sys.exit(f"error: {error}")
     evaluate(cfg, classifier)
+
+
+def main(config_dir: Path) -> None:
+    """The app on the configs in `config_dir` (the conf/ beside the script the user ran)."""
+    run_app(run, config_dir, "eval")

@@ -18,7 +18,7 @@ class CNN(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (32, 64), kernel_size: int = 3,
                  num_classes: int = 10, dropout: float = 0.0, batch_norm: bool = False,
-                 channels_last: bool = False, compile: bool = False):
+                 channels_last: bool = True, compile: bool = False):
         super().__init__()
         if isinstance(channels, (str, int)):
             raise TypeError(f"model.channels={channels!r} must be a list of widths, e.g. [32,64]")

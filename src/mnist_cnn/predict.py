@@ -5,13 +5,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from mnist_cnn.classifier import CheckpointError, Classifier, load_classifier
-from mnist_cnn.config import CONFIG_DIR, register_resolvers
+from mnist_cnn.config import register_resolvers, run_app
 from mnist_cnn.data import normalize
 from mnist_cnn.digit_images import DigitImageError, read_digit
 
@@ -71,8 +70,7 @@ def predict(classifier: Classifier, files: list[Path], as_json: bool) -> int:
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
     missing = [key for key in ("ckpt_path", "inputs") if OmegaConf.is_missing(cfg, key)]
     if missing:
         sys.exit(f"error: {' and '.join(missing)} missing: "
@@ -86,3 +84,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(f"error: no image files in inputs={cfg.inputs}")
     if predict(classifier, files, cfg.json):
         sys.exit(1)
+
+
+def main(config_dir: Path) -> None:
+    """The app on the configs in `config_dir` (the conf/ beside the script the user ran)."""
+    run_app(run, config_dir, "predict")

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -23,7 +22,8 @@ from torch.utils.tensorboard.summary import hparams
 from mnist_cnn.allocator import reuse_freed_memory
 from mnist_cnn.checkpoint_io import DiskFullError
 from mnist_cnn.classifier import Classifier
-from mnist_cnn.config import CONFIG_DIR, ConfigError, check_config, register_resolvers
+from mnist_cnn.config import ConfigError, check_config, register_resolvers, run_app
+from mnist_cnn.console import quiet_library_notices
 from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results, write_metrics
 from mnist_cnn.mnist_files import MNISTFilesError
@@ -206,8 +206,8 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> di
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
+    quiet_library_notices()
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     try:
@@ -237,3 +237,8 @@ def main(cfg: DictConfig) -> float | None:
             log.error("%s", error)  # the message says it all; HYDRA_FULL_ERROR=1 shows the trace
             raise SystemExit(1) from None
         raise
+
+
+def main(config_dir: Path) -> None:
+    """The app on the configs in `config_dir` (the conf/ beside the script the user ran)."""
+    run_app(run, config_dir, "train")

@@ -12,7 +12,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mnist_cnn.analysis import Reliability
+from mnist_cnn.error_analysis.metrics import Reliability
 
 WRONG = "tab:red"
 RIGHT = "black"

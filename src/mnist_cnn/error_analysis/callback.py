@@ -12,8 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from mnist_cnn import analysis, figures
 from mnist_cnn.data import denormalize
+from mnist_cnn.error_analysis import figures, metrics
 
 
 def gather_uneven(module: L.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
@@ -67,9 +67,9 @@ class ErrorAnalysis(L.Callback):
                                          for parts in zip(*self._batches))
         self._batches = []
         predicted = probabilities.argmax(dim=1)
-        confusion = analysis.confusion_matrix(predicted, labels, num_classes=probabilities.shape[1])
-        per_class_accuracy = analysis.per_class_accuracy(confusion)
-        bins = analysis.reliability(probabilities, labels, self.calibration_bins)
+        confusion = metrics.confusion_matrix(predicted, labels, num_classes=probabilities.shape[1])
+        per_class_accuracy = metrics.per_class_accuracy(confusion)
+        bins = metrics.reliability(probabilities, labels, self.calibration_bins)
         self.summary = {
             # NaN (a class absent from a truncated test set) is not valid JSON
             "test/per_class_acc": [None if math.isnan(acc) else acc for acc in per_class_accuracy.tolist()],
@@ -77,13 +77,13 @@ class ErrorAnalysis(L.Callback):
             "test/misclassified": int((predicted != labels).sum()),
             "test/top_confusions": [
                 {"true": true, "predicted": pred, "count": count}
-                for true, pred, count in analysis.most_frequent_confusions(confusion, self.top_confusions)
+                for true, pred, count in metrics.most_frequent_confusions(confusion, self.top_confusions)
             ],
             "test/confusion_matrix": confusion.tolist(),
         }
         if not trainer.is_global_zero:
             return
-        mistakes = analysis.most_confident_mistakes(probabilities, labels, self.mistakes)
+        mistakes = metrics.most_confident_mistakes(probabilities, labels, self.mistakes)
         samples = slice(self.samples)
         self._publish(trainer, "test/predictions",
                       figures.predictions(images[samples], probabilities[samples], labels[samples]))

@@ -9,7 +9,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from mnist_cnn import analysis
+from mnist_cnn.error_analysis import metrics
 
 
 def noisy_predictions(count: int = 600, classes: int = 10, seed: int = 0):
@@ -22,22 +22,22 @@ def noisy_predictions(count: int = 600, classes: int = 10, seed: int = 0):
 
 def test_confusion_matrix_matches_torchmetrics_and_counts_every_image():
     probabilities, labels = noisy_predictions()
-    confusion = analysis.confusion_matrix(probabilities.argmax(dim=1), labels, num_classes=10)
+    confusion = metrics.confusion_matrix(probabilities.argmax(dim=1), labels, num_classes=10)
     assert torch.equal(confusion, multiclass_confusion_matrix(probabilities, labels, num_classes=10))
     assert confusion.sum() == len(labels)
 
 
 def test_per_class_accuracy_is_the_recall_of_each_class():
     probabilities, labels = noisy_predictions()
-    confusion = analysis.confusion_matrix(probabilities.argmax(dim=1), labels, num_classes=10)
+    confusion = metrics.confusion_matrix(probabilities.argmax(dim=1), labels, num_classes=10)
     expected = multiclass_recall(probabilities, labels, num_classes=10, average=None)
-    assert torch.allclose(analysis.per_class_accuracy(confusion).float(), expected)
+    assert torch.allclose(metrics.per_class_accuracy(confusion).float(), expected)
 
 
 @pytest.mark.parametrize("bins", [10, 15])
 def test_ece_matches_torchmetrics(bins):
     probabilities, labels = noisy_predictions()
-    reliability = analysis.reliability(probabilities, labels, bins)
+    reliability = metrics.reliability(probabilities, labels, bins)
     expected = multiclass_calibration_error(probabilities, labels, num_classes=10, n_bins=bins, norm="l1")
     assert reliability.ece == pytest.approx(float(expected), abs=1e-6)
     assert reliability.counts.sum() == len(labels)
@@ -47,7 +47,7 @@ def test_a_predictor_always_90_percent_sure_and_right_half_the_time_has_ece_0_4(
     probabilities = torch.full((100, 10), 0.1 / 9)
     probabilities[:, 0] = 0.9
     labels = torch.tensor([0, 1] * 50)
-    reliability = analysis.reliability(probabilities, labels, bins=10)
+    reliability = metrics.reliability(probabilities, labels, bins=10)
     assert reliability.ece == pytest.approx(0.4, abs=1e-6)  # float32
     assert reliability.counts.tolist() == [0] * 8 + [100, 0]  # 0.9 lies in the bin (0.8, 0.9]
     assert reliability.accuracy[8] == pytest.approx(0.5) and reliability.confidence[8] == pytest.approx(0.9)
@@ -56,14 +56,14 @@ def test_a_predictor_always_90_percent_sure_and_right_half_the_time_has_ece_0_4(
 def test_most_frequent_confusions_are_off_diagonal_most_first():
     confusion = torch.diag(torch.full((10,), 50))
     confusion[4, 9], confusion[7, 1], confusion[3, 5] = 3, 2, 2
-    assert analysis.most_frequent_confusions(confusion, count=10) == [(4, 9, 3), (3, 5, 2), (7, 1, 2)]
-    assert analysis.most_frequent_confusions(confusion, count=2) == [(4, 9, 3), (3, 5, 2)]
+    assert metrics.most_frequent_confusions(confusion, count=10) == [(4, 9, 3), (3, 5, 2), (7, 1, 2)]
+    assert metrics.most_frequent_confusions(confusion, count=2) == [(4, 9, 3), (3, 5, 2)]
 
 
 def test_most_confident_mistakes_are_wrong_and_more_confident_than_the_mistakes_left_out():
     probabilities, labels = noisy_predictions()
     confidence, predicted = probabilities.max(dim=1)
-    chosen = analysis.most_confident_mistakes(probabilities, labels, count=5)
+    chosen = metrics.most_confident_mistakes(probabilities, labels, count=5)
     assert len(chosen) == 5 and (predicted[chosen] != labels[chosen]).all()
     assert (confidence[chosen].diff() <= 0).all()
     left_out = (predicted != labels) & ~torch.isin(torch.arange(len(labels)), chosen)

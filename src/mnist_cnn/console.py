@@ -1,0 +1,28 @@
+"""What a run prints: progress, results and what a user can act on, without the notices
+libraries print about themselves."""
+
+import logging
+import warnings
+
+
+class _DropMessages(logging.Filter):
+    """Drops the log records whose message contains one of `texts`."""
+
+    def __init__(self, *texts: str):
+        super().__init__()
+        self.texts = texts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in self.texts)
+
+
+# Lightning advertises its cloud logger on every run that logs elsewhere.
+_LIGHTNING_ADVERTS = _DropMessages("try installing [litlogger]")
+
+
+def quiet_library_notices() -> None:
+    """Hide the notices a user of this project cannot act on; every other warning stays."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_LIGHTNING_ADVERTS)
+    # Lightning's own pytree helper still uses the LeafSpec that torch deprecates.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
