@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mnist_cnn.augment import RandomAffine, batch_seed
 from mnist_cnn.config import ConfigError
 from mnist_cnn.mnist_files import (
     TEST_IMAGES,
@@ -46,7 +47,7 @@ def read_idx(path: Path) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 28, 28) -> float (N, 1, 28, 28), standardised like the training set."""
+    """Pixels 0-255 (N, 28, 28), uint8 or float -> float (N, 1, 28, 28), standardised like the training set."""
     return (images.unsqueeze(1).float() / 255 - PIXEL_MEAN) / PIXEL_STD
 
 
@@ -107,11 +108,13 @@ class IndexBatches(Sampler):
 
 class MNISTDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str, batch_size: int, val_size: int, num_workers: int,
-                 seed: int, md5: Mapping[str, str], redownload: bool = False, on_device: bool = True):
+                 seed: int, md5: Mapping[str, str], redownload: bool = False, on_device: bool = True,
+                 augment: RandomAffine | None = None):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.batch_size, self.val_size, self.num_workers = batch_size, val_size, num_workers
         self.seed, self.md5, self.redownload, self.on_device = seed, dict(md5), redownload, on_device
+        self.augment = augment
         self.splits: dict[str, TensorBatches] = {}
         self.resume_train_batches = 0
 
@@ -184,6 +187,11 @@ class MNISTDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.resume_train_batches = state["train_batches_done"]
 
+    # Lightning calls this before on_train_batch_start: callbacks see the augmented batch.
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
+        trainer = self.trainer
+        if self.augment is not None and trainer is not None and trainer.training:
+            # Keyed by the optimizer step, which a resumed run restores: the same draws.
+            images = self.augment(images, batch_seed(self.seed, trainer.global_step, trainer.global_rank))
         return normalize(images), labels
