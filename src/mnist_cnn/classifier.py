@@ -21,14 +21,21 @@ RUN_LENGTH_ARGUMENT = {
 class Classifier(L.LightningModule):
     """Builds the net, optimizer and scheduler from plain config dicts (each with a
     `_target_`), so a checkpoint carries everything needed to rebuild the model and
-    loads with torch.load(weights_only=True)."""
+    loads with torch.load(weights_only=True). It also carries what predict.py needs of the
+    data: the class names by label and the dataset's `preprocessing` of an image file.
+    (Checkpoints from before these were recorded hold digits: names 0-9, `digit`.)"""
 
     def __init__(self, model: dict[str, Any], optimizer: dict[str, Any],
-                 scheduler: dict[str, Any] | None = None):
+                 scheduler: dict[str, Any] | None = None, class_names: list[str] | None = None,
+                 preprocessing: str = "digit"):
         super().__init__()
         self.save_hyperparameters()
         self.net = instantiate(model)
         num_classes = model.get("num_classes", 10)
+        self.class_names = list(class_names) if class_names else [str(label) for label in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"the data has {len(self.class_names)} classes but model.num_classes={num_classes}: "
+                             "leave model.num_classes at its default, the number of data.class_names")
         self.train_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")

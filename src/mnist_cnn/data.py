@@ -9,7 +9,7 @@ GPU), so a batch is an indexing operation there and nothing is copied per batch.
 
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +24,7 @@ from mnist_cnn.mnist_files import (
     TRAIN_IMAGES,
     TRAIN_LABELS,
     MNISTFilesError,
+    Source,
     ensure_mnist_files,
     raw_dir_of,
 )
@@ -107,11 +108,18 @@ class IndexBatches(Sampler):
 
 
 class MNISTDataModule(L.LightningDataModule):
+    """An MNIST-format dataset (MNIST, Fashion-MNIST): its four IDX files under
+    <data_dir>/<dataset>/raw, fetched from `sources` when missing. `class_names` and
+    `preprocessing` (how predict.py prepares an image file) travel into the checkpoint."""
+
     def __init__(self, data_dir: str, batch_size: int, val_size: int, num_workers: int,
                  seed: int, md5: Mapping[str, str], redownload: bool = False, on_device: bool = True,
-                 augment: RandomAffine | None = None):
+                 augment: RandomAffine | None = None, dataset: str = "MNIST",
+                 class_names: Sequence[str] = tuple("0123456789"), preprocessing: str = "digit",
+                 sources: Sequence[Source] = ()):
         super().__init__()
-        self.data_dir = Path(data_dir)
+        self.data_dir, self.dataset = Path(data_dir), dataset
+        self.class_names, self.preprocessing, self.sources = list(class_names), preprocessing, list(sources)
         self.batch_size, self.val_size, self.num_workers = batch_size, val_size, num_workers
         self.seed, self.md5, self.redownload, self.on_device = seed, dict(md5), redownload, on_device
         self.augment = augment
@@ -120,12 +128,13 @@ class MNISTDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per machine; the others wait for it.
-        ensure_mnist_files(raw_dir_of(self.data_dir), self.md5, self.redownload)
+        ensure_mnist_files(raw_dir_of(self.data_dir, self.dataset), self.md5, self.redownload,
+                           {str(source): source for source in self.sources})
 
     def setup(self, stage: str) -> None:
         if self.splits:
             return
-        raw_dir = raw_dir_of(self.data_dir)
+        raw_dir = raw_dir_of(self.data_dir, self.dataset)
         train_images, train_labels = read_idx(raw_dir / TRAIN_IMAGES), read_idx(raw_dir / TRAIN_LABELS)
         if not 0 < self.val_size < len(train_labels):
             raise ConfigError(

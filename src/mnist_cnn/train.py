@@ -53,7 +53,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
         for key, value in plain(cfg[group]).items():
             if key == "_target_":
                 flat[group] = value.rsplit(".", 1)[-1]
-            elif key not in ("data_dir", "md5", "redownload"):
+            elif key not in ("data_dir", "md5", "redownload", "sources", "class_names"):
                 flat[f"{group}/{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     flat.setdefault("scheduler", "none")
     return flat
@@ -130,7 +130,8 @@ def build(cfg: DictConfig, resume_from: Path | None = None, extra_callbacks: Seq
           ) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
     """The datamodule, classifier and trainer (with its logger and callbacks) that `cfg` describes."""
     datamodule = instantiate(cfg.data)
-    classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
+    classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None,
+                            class_names=list(datamodule.class_names), preprocessing=datamodule.preprocessing)
     # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
     logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values()]
