@@ -11,6 +11,7 @@ from conftest import (
     assert_readable_pngs,
     make_tiny_data,
     only_run_dir,
+    run_eval,
     run_script,
     run_train,
 )
@@ -107,3 +108,12 @@ def test_one_epoch_on_real_fashion_mnist_is_far_above_chance(tmp_path):
     metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
     assert metrics["test_images"] == 10_000 and metrics["test/class_names"][9] == "Ankle boot"
     assert metrics["test/acc"] >= 0.8  # chance is 0.1
+
+
+def test_eval_of_a_checkpoint_on_data_with_other_classes_is_one_clear_error(fashion_run, tiny_data, tmp_path):
+    result = run_eval(tiny_data, tmp_path, fashion_run / "checkpoints" / "best.ckpt")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: the checkpoint's model tells apart ['T-shirt/top', 'Trouser', 'Bag', 'Ankle boot'], "
+        "but the data config holds ['0', '1'")
+    assert "e.g. data=fashion_mnist" in result.stderr
