@@ -42,6 +42,7 @@ except ImportError:
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
@@ -66,7 +67,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def train(log_dir: Path, overrides: list[str]) -> tuple[dict, float]:
-    """`python train.py <overrides>` as a user types it: its metrics.json and its seconds from start to exit."""
+    """`python train.py <overrides>` as a user types it: its metrics.json (with the run's batch size)
+    and its seconds from start to exit."""
     started = time.perf_counter()
     result = subprocess.run([sys.executable, str(PROJECT_ROOT / "train.py"), f"log_dir={log_dir}",
                              "trainer.enable_progress_bar=false", *overrides],
@@ -75,7 +77,9 @@ def train(log_dir: Path, overrides: list[str]) -> tuple[dict, float]:
     if result.returncode != 0:
         raise RuntimeError(f"train.py {' '.join(overrides)} failed:\n{result.stderr[-3000:]}")
     [run_dir] = [path for path in (log_dir / "runs").iterdir() if path.is_dir()]
-    return json.loads((run_dir / "metrics.json").read_text()), seconds
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["batch_size"] = OmegaConf.load(run_dir / ".hydra" / "config.yaml").data.batch_size
+    return metrics, seconds
 
 
 def run_in(scratch: Path, name: str, overrides: list[str]) -> tuple[dict, float]:
@@ -92,7 +96,7 @@ def check_fast(scratch: Path, hardware: list[str], extra: list[str]) -> str:
 
 def check_best_epoch(scratch: Path, hardware: list[str], extra: list[str]) -> str:
     metrics, seconds = run_in(scratch, "best_epoch", ["experiment=best", "trainer.max_epochs=1", *hardware, *extra])
-    images = metrics["steps"] * 128  # experiment=best's batch size
+    images = metrics["steps"] * metrics["batch_size"]
     return (f"experiment=best, one epoch: {images / metrics['wall_time_s']:,.0f} training images/s "
             f"({metrics['steps']} steps in {metrics['wall_time_s']} s with validation and test; "
             f"process {seconds:.1f} s)")

@@ -15,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 FIELD = 28
 BOX = 20
 INK_THRESHOLD = 0.2  # of the strongest ink: fainter pixels (paper texture, noise) do not widen the crop
+# A product's faint parts (a white shirt on white) are part of it: only near-background is trimmed.
+PRODUCT_INK_THRESHOLD = 0.05
 
 
 class DigitImageError(ValueError):
@@ -49,7 +51,7 @@ def mnist_like(image: Image.Image) -> torch.Tensor:
 def fashion_mnist_like(image: Image.Image) -> torch.Tensor:
     """The item trimmed to its extent, fitted into 28x28, centred by its extent (no 20x20 box)."""
     ink = ink_of(image)
-    rows, columns = np.nonzero(ink > 0)
+    rows, columns = np.nonzero(ink >= PRODUCT_INK_THRESHOLD)
     item = fit_into_box(ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1], FIELD)
     height, width = item.shape
     top, left = (FIELD - height) // 2, (FIELD - width) // 2
