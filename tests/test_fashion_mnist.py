@@ -17,6 +17,7 @@ from conftest import (
 )
 from PIL import Image, ImageDraw
 
+from mnist_cnn import analysis, figures
 from mnist_cnn.classifier import load_classifier
 from mnist_cnn.data import normalize
 from mnist_cnn.digit_images import fashion_mnist_like, mnist_like
@@ -117,3 +118,18 @@ def test_eval_of_a_checkpoint_on_data_with_other_classes_is_one_clear_error(fash
         "error: the checkpoint's model tells apart ['T-shirt/top', 'Trouser', 'Bag', 'Ankle boot'], "
         "but the data config holds ['0', '1'")
     assert "e.g. data=fashion_mnist" in result.stderr
+
+
+def test_figures_caption_images_and_label_axes_with_the_class_names():
+    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    probabilities = torch.tensor([[0.1, 0.7, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1]])
+    labels = torch.tensor([1, 3])  # the second is an Ankle boot taken for a T-shirt/top
+    captions = [text.get_text() for text in figures.predictions(images, probabilities, labels, CLASS_NAMES)
+                .axes[0].texts]
+    assert captions == ["Trouser (70%)", "T-shirt/top (60%)\ntrue Ankle boot"]
+    samples = figures.training_samples(images, labels, CLASS_NAMES).axes[0].texts
+    assert [text.get_text() for text in samples] == ["Trouser", "Ankle boot"]
+    confusion = analysis.confusion_matrix(probabilities.argmax(dim=1), labels, num_classes=4)
+    matrix = figures.confusion_matrix(confusion, analysis.per_class_accuracy(confusion), CLASS_NAMES).axes[0]
+    assert [tick.get_text() for tick in matrix.get_xticklabels()] == CLASS_NAMES
+    assert [tick.get_text() for tick in matrix.get_yticklabels()] == CLASS_NAMES
