@@ -78,3 +78,17 @@ def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     scalars, _ = read_tensorboard(only_run_dir(tmp_path))
     assert "train/loss_step" not in scalars and "train/loss_epoch" in scalars
+
+
+def test_hyperparameters_give_each_augmentation_setting_its_own_column():
+    from hydra import compose, initialize_config_dir
+
+    from mnist_cnn.config import CONFIG_DIR, register_resolvers
+    from mnist_cnn.train import hyperparameters
+
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        flat = hyperparameters(compose("train", overrides=["experiment=best"]))
+    assert flat["data/augment/rotation_deg"] == 10 and flat["data/augment/horizontal_flip"] is False
+    assert flat["model/convs_per_block"] == 2 and flat["data/dataset"] == "MNIST"
+    assert not any(key.startswith(("data/md5", "data/sources", "data/class_names")) for key in flat)

@@ -201,6 +201,7 @@ class MNISTDataModule(L.LightningDataModule):
         images, labels = batch
         trainer = self.trainer
         if self.augment is not None and trainer is not None and trainer.training:
-            # Keyed by the optimizer step, which a resumed run restores: the same draws.
+            # Keyed by the optimizer step (one per batch: no gradient accumulation here), which a
+            # resumed run restores: it draws what the uninterrupted run drew.
             images = self.augment(images, batch_seed(self.seed, trainer.global_step, trainer.global_rank))
         return normalize(images), labels

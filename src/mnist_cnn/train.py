@@ -53,7 +53,11 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
         for key, value in plain(cfg[group]).items():
             if key == "_target_":
                 flat[group] = value.rsplit(".", 1)[-1]
-            elif key not in ("data_dir", "md5", "redownload", "sources", "class_names"):
+            elif key in ("data_dir", "md5", "redownload", "sources", "class_names"):
+                continue  # where the data comes from, not how the run differs
+            elif isinstance(value, dict):  # a nested object, e.g. data.augment: one column per setting
+                flat.update({f"{group}/{key}/{name}": setting for name, setting in value.items() if name != "_target_"})
+            else:
                 flat[f"{group}/{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     flat.setdefault("scheduler", "none")
     return flat
