@@ -5,8 +5,11 @@ import json
 import pytest
 import torch
 from conftest import only_run_dir, read_tensorboard, run_train
+from hydra import compose, initialize_config_dir
 
 from mnist_cnn.classifier import Classifier
+from mnist_cnn.config import CONFIG_DIR, register_resolvers
+from mnist_cnn.train import hyperparameters
 
 
 def test_run_folder_holds_snapshot_metrics_checkpoints_and_events(finished_run):
@@ -81,11 +84,6 @@ def test_log_every_n_steps_zero_writes_no_step_loss(tiny_data, tmp_path):
 
 
 def test_hyperparameters_give_each_augmentation_setting_its_own_column():
-    from hydra import compose, initialize_config_dir
-
-    from mnist_cnn.config import CONFIG_DIR, register_resolvers
-    from mnist_cnn.train import hyperparameters
-
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         flat = hyperparameters(compose("train", overrides=["experiment=best"]))
