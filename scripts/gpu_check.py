@@ -20,10 +20,12 @@ machine with network, in this project's folder:
 
     pip wheel --no-deps -w wheels hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
 
-(all three are pure Python; pip wheel builds antlr4's wheel from its source archive), copy the
-project with wheels/ to the GPU machine, and there:
+(all three are pure Python; pip wheel builds antlr4's wheel from its source archive; PyYAML,
+their one other dependency, comes with torch's usual environments), copy the project with
+wheels/ to the GPU machine, and there, without installing the project itself:
 
-    pip install --no-index --no-deps wheels/*.whl && pip install --no-index -e . --no-deps
+    pip install --no-index --no-deps wheels/*.whl
+    PYTHONPATH=src python scripts/gpu_check.py     # the train.py runs inherit PYTHONPATH
 """
 
 import argparse
