@@ -18,10 +18,10 @@ Bringing Hydra along: such a machine may have torch, lightning, torchvision, tor
 tensorboard and matplotlib, but not hydra-core, omegaconf or antlr4, and no network. On a
 machine with network, in this project's folder:
 
-    pip wheel --no-deps -w wheels hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
+    pip wheel --no-deps -w wheels hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
 
 (all three are pure Python; pip wheel builds antlr4's wheel from its source archive; PyYAML,
-their one other dependency, comes with torch's usual environments), copy the project with
+their one other dependency, comes with Lightning), copy the project with
 wheels/ to the GPU machine, and there, without installing the project itself:
 
     pip install --no-index --no-deps wheels/*.whl
