@@ -1,6 +1,7 @@
 """Shared test helpers: tiny synthetic MNIST-format datasets and `python train.py` runs."""
 
 import hashlib
+import json
 import os
 import struct
 import subprocess
@@ -28,12 +29,12 @@ def write_idx(path: Path, values: torch.Tensor) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def learnable_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def learnable_digits(count: int, seed: int, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Noisy 28x28 images whose label is the position of a bright square: easy to learn.
     The first two pixels of image i hold i (high byte, low byte), so a test can tell which
     images a step trained on (tests/run_probes.py reads them back)."""
     generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 10, (count,), generator=generator)
+    labels = torch.randint(0, classes, (count,), generator=generator)
     images = torch.randint(0, 60, (count, 28, 28), generator=generator)
     for index, label in enumerate(labels.tolist()):
         row, col = divmod(label, 5)
@@ -43,10 +44,11 @@ def learnable_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     return images, labels
 
 
-def write_tiny_mnist(raw_dir: Path, train_size: int = 400, test_size: int = 150) -> dict[str, str]:
+def write_tiny_mnist(raw_dir: Path, train_size: int = 400, test_size: int = 150, classes: int = 10
+                     ) -> dict[str, str]:
     """The four IDX files with tiny learnable data; returns their MD5s by file name."""
-    train_images, train_labels = learnable_digits(train_size, seed=1)
-    test_images, test_labels = learnable_digits(test_size, seed=2)
+    train_images, train_labels = learnable_digits(train_size, seed=1, classes=classes)
+    test_images, test_labels = learnable_digits(test_size, seed=2, classes=classes)
     return {
         TRAIN_IMAGES: write_idx(raw_dir / TRAIN_IMAGES, train_images),
         TRAIN_LABELS: write_idx(raw_dir / TRAIN_LABELS, train_labels),
@@ -81,16 +83,19 @@ class TinyData:
     val_size: int
 
 
-def make_tiny_data(root: Path, train_size: int = 400, test_size: int = 150, val_size: int = 80) -> TinyData:
-    """Tiny IDX files under `root/data` and a `data=tiny` config that points at them."""
+def make_tiny_data(root: Path, train_size: int = 400, test_size: int = 150, val_size: int = 80,
+                   base: str = "mnist", dataset: str = "MNIST", class_names: list[str] | None = None) -> TinyData:
+    """Tiny IDX files under `root/data` and a `data=tiny` config that points at them; it
+    extends the `base` data config, with `class_names` (and as many classes) if given."""
     data_dir = root / "data"
-    md5 = write_tiny_mnist(data_dir / "MNIST" / "raw", train_size, test_size)
+    md5 = write_tiny_mnist(data_dir / dataset / "raw", train_size, test_size, len(class_names or range(10)))
     config_dir = root / "conf"
     (config_dir / "data").mkdir(parents=True)
     md5_lines = "".join(f"  {name}: {digest}\n" for name, digest in md5.items())
+    names_line = f"class_names: {json.dumps(class_names)}\n" if class_names else ""
     (config_dir / "data" / "tiny.yaml").write_text(
-        f"defaults:\n  - mnist\n  - _self_\n\ndata_dir: {data_dir}\nbatch_size: 32\n"
-        f"val_size: {val_size}\nmd5:\n{md5_lines}"
+        f"defaults:\n  - {base}\n  - _self_\n\ndata_dir: {data_dir}\nbatch_size: 32\n"
+        f"val_size: {val_size}\n{names_line}md5:\n{md5_lines}"
     )
     return TinyData(data_dir, config_dir, md5, train_size, test_size, val_size)
 

@@ -94,9 +94,9 @@ def test_logs_and_data_belong_to_the_checkout_whose_configs_compose_the_run():
     assert cfg.log_dir == str(CONFIG_DIR.parent / "logs")
 
 
-@pytest.mark.parametrize("cls, config", [(CNN, "model/cnn.yaml"), (MNISTDataModule, "data/mnist.yaml")])
-def test_python_defaults_are_the_yaml_values(cls, config):
-    settings = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / config))
+@pytest.mark.parametrize("cls, group", [(CNN, "model"), (MNISTDataModule, "data")])
+def test_python_defaults_are_the_yaml_values(cls, group):
+    settings = OmegaConf.to_container(compose("train")[group], resolve=True)
     defaults = {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
                 if parameter.default is not inspect.Parameter.empty}
     assert defaults and set(defaults) <= set(settings)  # the YAML sets every argument that has a default

@@ -11,7 +11,7 @@ from mnist_cnn.data import IndexBatches, MNISTDataModule, denormalize, normalize
 @pytest.fixture
 def datamodule(tiny_data) -> MNISTDataModule:
     module = MNISTDataModule(str(tiny_data.data_dir), batch_size=32, val_size=80, num_workers=0,
-                             seed=0, md5=tiny_data.md5)
+                             seed=0, md5=tiny_data.md5, sources=())
     module.prepare_data()
     module.setup("fit")
     return module
@@ -38,7 +38,7 @@ def test_normalize_maps_black_and_white_to_the_standardised_range():
 
 def test_split_depends_on_seed_only(tiny_data):
     def val_labels(seed):
-        module = MNISTDataModule(str(tiny_data.data_dir), 32, 80, 0, seed, tiny_data.md5)
+        module = MNISTDataModule(str(tiny_data.data_dir), 32, 80, 0, seed, tiny_data.md5, sources=())
         module.setup("fit")
         return module.splits["val"].labels
 
@@ -71,7 +71,7 @@ def test_evaluation_deals_every_image_to_exactly_one_rank():
 
 
 def test_val_size_out_of_range_is_rejected(tiny_data):
-    module = MNISTDataModule(str(tiny_data.data_dir), 32, tiny_data.train_size, 0, 0, tiny_data.md5)
+    module = MNISTDataModule(str(tiny_data.data_dir), 32, tiny_data.train_size, 0, 0, tiny_data.md5, sources=())
     with pytest.raises(ValueError, match="data.val_size=400 must be between 1 and 399"):
         module.setup("fit")
 

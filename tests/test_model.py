@@ -46,3 +46,25 @@ def test_pooling_before_the_relu_computes_what_the_textbook_order_computes():
     ours = torch.autograd.grad(logits.square().sum(), list(net.parameters()))
     theirs = torch.autograd.grad(textbook(images).square().sum(), list(net.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_default_net_keeps_its_checkpoint_keys():
+    assert list(CNN().state_dict()) == ["features.0.weight", "features.0.bias", "features.4.weight",
+                                        "features.4.bias", "classifier.2.weight", "classifier.2.bias"]
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_two_convs_per_block_with_a_global_pool_head(batch_norm):
+    net = CNN(channels=[8, 16, 32], convs_per_block=2, global_pool=True, batch_norm=batch_norm, num_classes=7)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    [linear] = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 8), (8, 8), (8, 16), (16, 16), (16, 32), (32, 32)]
+    assert len(norms) == (6 if batch_norm else 0)
+    assert linear.in_features == 32  # one value per channel of the last block
+    assert net(torch.randn(3, 1, 28, 28)).shape == (3, 7)
+
+
+def test_convs_per_block_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="model.convs_per_block=0 must be an integer >= 1"):
+        CNN(convs_per_block=0)

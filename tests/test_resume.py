@@ -103,6 +103,40 @@ def test_interrupted_run_resumes_to_exactly_the_uninterrupted_run(identified_dat
     assert_same_run(outcome(tmp_path), uninterrupted)
 
 
+# Augmented batches: the probe's image ids are then scrambled pixels, but the same scrambled
+# pixels step for step if the resumed run draws what the uninterrupted run drew.
+AUGMENT = ("data.augment={_target_: mnist_cnn.augment.RandomAffine, rotation_deg: 10, translation: 0.1, "
+           "scale: 0.1, horizontal_flip: true}",)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_augmented(identified_data, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("uninterrupted_augmented")
+    result = train(identified_data, log_dir, *AUGMENT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return outcome(log_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name, step, resume_by", [
+    ("SIGTERM", 20, "ckpt_path"),  # epoch 1, its 6th step
+    ("SIGKILL", 37, "requeue"),  # epoch 2, from the step checkpoint at 32
+])
+def test_interrupted_augmented_run_draws_the_augmentations_of_the_uninterrupted_run(
+        identified_data, tmp_path, uninterrupted, uninterrupted_augmented, signal_name, step, resume_by):
+    assert uninterrupted_augmented["batches"][0] != uninterrupted["batches"][0]  # augmentation is on
+    stopped = train(identified_data, tmp_path, *AUGMENT, *interrupt_at(step, signal_name))
+    assert stopped.returncode != 0
+    run_dir = only_run_dir(tmp_path)
+
+    resume = ([f"ckpt_path={run_dir}/checkpoints/last.ckpt"] if resume_by == "ckpt_path"
+              else [f"hydra.run.dir={run_dir}", *AUGMENT, *interrupt_at(step, signal_name)])
+    resumed = train(identified_data, tmp_path, *resume, NO_INTERRUPT)
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(outcome(tmp_path), uninterrupted_augmented)
+
+
 @pytest.mark.slow
 def test_requeued_run_keeps_its_config_snapshot_when_the_config_files_changed_meanwhile(
         identified_data, tmp_path, uninterrupted):

@@ -120,7 +120,7 @@ class OnDevice(SimpleNamespace):
 def test_on_device_keeps_the_dataset_and_batches_on_the_trainers_device(tiny_data):
     # "meta" stands in for a GPU: tensors there have shapes but no storage, so any
     # batch served from host memory would arrive on "cpu" instead.
-    datamodule = MNISTDataModule(str(tiny_data.data_dir), 32, 80, 0, 0, tiny_data.md5, on_device=True)
+    datamodule = MNISTDataModule(str(tiny_data.data_dir), 32, 80, 0, 0, tiny_data.md5, on_device=True, sources=())
     datamodule.trainer = OnDevice("meta")
     datamodule.setup("fit")
     assert {split.images.device.type for split in datamodule.splits.values()} == {"meta"}
@@ -129,14 +129,14 @@ def test_on_device_keeps_the_dataset_and_batches_on_the_trainers_device(tiny_dat
 
 
 def test_on_device_off_keeps_the_dataset_in_host_memory(tiny_data):
-    datamodule = MNISTDataModule(str(tiny_data.data_dir), 32, 80, 0, 0, tiny_data.md5, on_device=False)
+    datamodule = MNISTDataModule(str(tiny_data.data_dir), 32, 80, 0, 0, tiny_data.md5, on_device=False, sources=())
     datamodule.trainer = OnDevice("meta")
     datamodule.setup("fit")
     assert {split.images.device.type for split in datamodule.splits.values()} == {"cpu"}
 
 
 def test_on_device_with_worker_processes_is_rejected_with_the_fix(tiny_data):
-    datamodule = MNISTDataModule(str(tiny_data.data_dir), 32, 80, 2, 0, tiny_data.md5, on_device=True)
+    datamodule = MNISTDataModule(str(tiny_data.data_dir), 32, 80, 2, 0, tiny_data.md5, on_device=True, sources=())
     datamodule.trainer = OnDevice("meta")
     with pytest.raises(ValueError, match="set data.num_workers=0 .* or data.on_device=false"):
         datamodule.setup("fit")

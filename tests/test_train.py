@@ -7,9 +7,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import only_run_dir, read_tensorboard, run_train
+from conftest import CONFIG_DIR, only_run_dir, read_tensorboard, run_train
+from hydra import compose, initialize_config_dir
 
 from mnist_cnn.classifier import Classifier
+from mnist_cnn.config import register_resolvers
+from mnist_cnn.train import hyperparameters
 
 
 def test_run_folder_holds_snapshot_metrics_checkpoints_and_events(finished_run):
@@ -125,3 +128,12 @@ def test_console_shows_progress_shapes_flops_and_results_but_no_library_notices(
     assert "[1, 1, 28, 28]" in console and "[1, 10]" in console  # the net's input and output shapes
     assert "Epoch 0" in console  # the progress bar
     assert "test accuracy" in console and f"run folder: {only_run_dir(tmp_path)}" in console
+
+
+def test_hyperparameters_give_each_augmentation_setting_its_own_column():
+    register_resolvers()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        flat = hyperparameters(compose("train", overrides=["experiment=best", "data.data_dir=/data"]))
+    assert flat["data/augment/rotation_deg"] == 10 and flat["data/augment/horizontal_flip"] is False
+    assert flat["model/convs_per_block"] == 2 and flat["data/dataset"] == "MNIST"
+    assert not any(key.startswith(("data/md5", "data/sources", "data/class_names")) for key in flat)

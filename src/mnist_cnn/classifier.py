@@ -23,16 +23,23 @@ RUN_LENGTH_ARGUMENT = {
 class Classifier(L.LightningModule):
     """Builds the net, optimizer and scheduler from plain config dicts (each with a
     `_target_`), so a checkpoint carries everything needed to rebuild the model and
-    loads with torch.load(weights_only=True)."""
+    loads with torch.load(weights_only=True). It also carries what predict.py needs of the
+    data: the class names by label and the dataset's `preprocessing` of an image file.
+    (Checkpoints from before these were recorded hold digits: names 0-9, `digit`.)"""
 
     def __init__(self, model: dict[str, Any], optimizer: dict[str, Any],
-                 scheduler: dict[str, Any] | None = None):
+                 scheduler: dict[str, Any] | None = None, class_names: list[str] | None = None,
+                 preprocessing: str = "digit"):
         super().__init__()
         self.save_hyperparameters()
         self.net = instantiate(model)
         # Lightning's model summary runs this batch through the net to show shapes and FLOPs.
         self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
         num_classes = model["num_classes"]
+        self.class_names = list(class_names) if class_names else [str(label) for label in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"the data has {len(self.class_names)} classes but model.num_classes={num_classes}: "
+                             "leave model.num_classes at its default, the number of data.class_names")
         # Losses averaged over images by torchmetrics, which sums values and weights across
         # ranks; Lightning's own mean of logged values truncates an odd total of images
         # across DDP ranks to an integer, and so misstates the loss of uneven shards.

@@ -85,6 +85,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("new_run_dir", new_run_dir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("snapshot_subdir", snapshot_subdir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("len", len, replace=True)
 
 
 def _is_integer(value) -> bool:

@@ -9,13 +9,14 @@ GPU), so a batch is an indexing operation there and nothing is copied per batch.
 
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mnist_cnn.augment import RandomAffine, batch_seed
 from mnist_cnn.config import ConfigError
 from mnist_cnn.mnist_files import (
     TEST_IMAGES,
@@ -23,6 +24,7 @@ from mnist_cnn.mnist_files import (
     TRAIN_IMAGES,
     TRAIN_LABELS,
     MNISTFilesError,
+    Source,
     ensure_mnist_files,
     raw_dir_of,
 )
@@ -46,7 +48,7 @@ def read_idx(path: Path) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 28, 28) -> float (N, 1, 28, 28), standardised like the training set."""
+    """Pixels 0-255 (N, 28, 28), uint8 or float -> float (N, 1, 28, 28), standardised like the training set."""
     return (images.unsqueeze(1).float() / 255 - PIXEL_MEAN) / PIXEL_STD
 
 
@@ -148,24 +150,34 @@ class FixedBatches(Dataset):
 
 
 class MNISTDataModule(L.LightningDataModule):
+    """An MNIST-format dataset (MNIST, Fashion-MNIST): its four IDX files under
+    <data_dir>/<dataset>/raw, fetched from `sources` when missing. `class_names` and
+    `preprocessing` (how predict.py prepares an image file) travel into the checkpoint."""
+
     def __init__(self, data_dir: str, batch_size: int, val_size: int, num_workers: int,
-                 seed: int, md5: Mapping[str, str], redownload: bool = False, on_device: bool = True):
+                 seed: int, md5: Mapping[str, str], redownload: bool = False, on_device: bool = True,
+                 augment: RandomAffine | None = None, dataset: str = "MNIST",
+                 class_names: Sequence[str] = tuple("0123456789"), preprocessing: str = "digit",
+                 *, sources: Sequence[Source]):
         super().__init__()
-        self.data_dir = Path(data_dir)
+        self.data_dir, self.dataset = Path(data_dir), dataset
+        self.class_names, self.preprocessing, self.sources = list(class_names), preprocessing, list(sources)
         self.batch_size, self.val_size, self.num_workers = batch_size, val_size, num_workers
         self.seed, self.md5, self.redownload, self.on_device = seed, dict(md5), redownload, on_device
+        self.augment = augment
         self.splits: dict[str, TensorBatches] = {}
         self.train_loader: ResumableLoader | None = None
         self.restored_train_position: dict[str, int] | None = None
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per machine; the others wait for it.
-        ensure_mnist_files(raw_dir_of(self.data_dir), self.md5, self.redownload)
+        ensure_mnist_files(raw_dir_of(self.data_dir, self.dataset), self.md5, self.redownload,
+                           {str(source): source for source in self.sources})
 
     def setup(self, stage: str) -> None:
         if self.splits:
             return
-        raw_dir = raw_dir_of(self.data_dir)
+        raw_dir = raw_dir_of(self.data_dir, self.dataset)
         train_images, train_labels = read_idx(raw_dir / TRAIN_IMAGES), read_idx(raw_dir / TRAIN_LABELS)
         if not 0 < self.val_size < len(train_labels):
             raise ConfigError(
@@ -244,8 +256,21 @@ class MNISTDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
         self.restored_train_position = state.get("train_position")
 
+    # Lightning calls this before on_train_batch_start: callbacks see the augmented batch.
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, torch.Tensor):  # the model summary's example input, already normalised
             return batch
         images, labels = batch
+        trainer = self.trainer
+        if self.augment is not None and trainer is not None and trainer.training:
+            images = self.augment(images, batch_seed(self.seed, self._training_batch_number(), trainer.global_rank))
         return normalize(images), labels
+
+    def _training_batch_number(self) -> int:
+        """The number of the training batch just handed out, counted over the run's epochs.
+        The loader's position is restored on resume, so a resumed run numbers its batches (and
+        draws their augmentations) as the uninterrupted run did, whatever accumulate_grad_batches."""
+        if self.train_loader is None:  # overfit_batches: the same few batches, numbered by step
+            return self.trainer.global_step
+        position = self.train_loader.position
+        return position["epoch"] * len(self.train_loader) + position["batches_done"] - 1

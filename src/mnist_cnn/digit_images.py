@@ -1,7 +1,9 @@
-"""Any image of one handwritten digit -> a 28x28 uint8 image prepared the way MNIST's were.
+"""Any image file -> a 28x28 uint8 image prepared the way the dataset's own images were.
 
-MNIST digits are white on black, fitted into a 20x20 box keeping their aspect ratio, then
-placed in a 28x28 field so that their centre of mass sits at the centre.
+`digit` (MNIST): white on black, the digit fitted into a 20x20 box keeping its aspect ratio,
+then placed in a 28x28 field so that its centre of mass sits at the centre.
+`product` (Fashion-MNIST): white on black, the item trimmed of its background and fitted
+into the whole 28x28 field keeping its aspect ratio, centred by its extent.
 """
 
 from pathlib import Path
@@ -13,20 +15,24 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 FIELD = 28
 BOX = 20
 INK_THRESHOLD = 0.2  # of the strongest ink: fainter pixels (paper texture, noise) do not widen the crop
+# A product's faint parts (a white shirt on white) are part of it: only near-background is trimmed.
+PRODUCT_INK_THRESHOLD = 0.05
 
 
 class DigitImageError(ValueError):
     """An image file that cannot be read, or that shows no digit."""
 
 
-def read_digit(path: Path) -> torch.Tensor:
-    """The digit in the image file at `path`, as MNIST-like uint8 (28, 28)."""
+def read_digit(path: Path, preprocessing: str = "digit") -> torch.Tensor:
+    """The digit (or, with preprocessing="product", the item) in the image file at `path`, as uint8 (28, 28)."""
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}: one of {', '.join(PREPROCESSING)}")
     if not path.is_file():
         raise DigitImageError("no such file")
     try:
         with Image.open(path) as image:
             image.load()
-            return mnist_like(image)
+            return PREPROCESSING[preprocessing](image)
     except UnidentifiedImageError as error:
         raise DigitImageError("not an image file that Pillow can read") from error
     except (OSError, Image.DecompressionBombError) as error:  # e.g. a truncated file
@@ -40,6 +46,18 @@ def mnist_like(image: Image.Image) -> torch.Tensor:
     digit = ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
     digit = fit_into_box(digit)
     return torch.from_numpy(centre_by_mass(digit))
+
+
+def fashion_mnist_like(image: Image.Image) -> torch.Tensor:
+    """The item trimmed to its extent, fitted into 28x28, centred by its extent (no 20x20 box)."""
+    ink = ink_of(image)
+    rows, columns = np.nonzero(ink >= PRODUCT_INK_THRESHOLD)
+    item = fit_into_box(ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1], FIELD)
+    height, width = item.shape
+    top, left = (FIELD - height) // 2, (FIELD - width) // 2
+    field = np.zeros((FIELD, FIELD), dtype=np.uint8)
+    field[top:top + height, left:left + width] = np.round(item * 255).astype(np.uint8)
+    return torch.from_numpy(field)
 
 
 def ink_of(image: Image.Image) -> np.ndarray:
@@ -62,10 +80,10 @@ def ink_of(image: Image.Image) -> np.ndarray:
     return ink / ink.max()
 
 
-def fit_into_box(digit: np.ndarray) -> np.ndarray:
-    """Scale so the longer side is BOX pixels, keeping the aspect ratio (anti-aliased)."""
+def fit_into_box(digit: np.ndarray, box: int = BOX) -> np.ndarray:
+    """Scale so the longer side is `box` pixels, keeping the aspect ratio (anti-aliased)."""
     height, width = digit.shape
-    scale = BOX / max(height, width)
+    scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = Image.fromarray(digit).resize(size, Image.Resampling.LANCZOS)
     scaled = np.asarray(resized).clip(0, None)
@@ -84,3 +102,7 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray:
     field = np.zeros((FIELD, FIELD), dtype=np.uint8)
     field[top:top + height, left:left + width] = np.round(digit * 255).astype(np.uint8)
     return field
+
+
+# The data config's `preprocessing`, carried by the checkpoint -> how an image file is prepared.
+PREPROCESSING = {"digit": mnist_like, "product": fashion_mnist_like}

@@ -66,6 +66,10 @@ def run(cfg: DictConfig) -> None:
         classifier = load_classifier(cfg.ckpt_path)
     except CheckpointError as error:
         sys.exit(f"error: {error}")
+    data_classes = list(cfg.data.class_names)
+    if classifier.class_names != data_classes:
+        sys.exit(f"error: the checkpoint's model tells apart {classifier.class_names}, but the data config holds "
+                 f"{data_classes} ({cfg.data.dataset}): name the data it was trained on, e.g. data=fashion_mnist")
     evaluate(cfg, classifier)
 
 

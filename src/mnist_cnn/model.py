@@ -13,12 +13,17 @@ class CNN(nn.Module):
     """One block per entry of `channels` (conv, 2x2 max-pool, optional batch norm, ReLU),
     then optional dropout and a single Linear layer to the classes.
 
+    `convs_per_block` > 1 puts that many convolutions (each but the last followed by its own
+    batch norm and ReLU) before a block's pooling; `global_pool` averages each channel over
+    the last block's image, so the Linear layer sees one value per channel.
+
     `channels_last` and `compile` change how the net runs, never what it computes.
     """
 
     def __init__(self, channels: Sequence[int] = (32, 64), kernel_size: int = 3,
                  num_classes: int = 10, dropout: float = 0.0, batch_norm: bool = False,
-                 channels_last: bool = True, compile: bool = False):
+                 channels_last: bool = True, compile: bool = False, convs_per_block: int = 1,
+                 global_pool: bool = False):
         super().__init__()
         if isinstance(channels, (str, int)):
             raise TypeError(f"model.channels={channels!r} must be a list of widths, e.g. [32,64]")
@@ -31,13 +36,22 @@ class CNN(nn.Module):
             raise ValueError(f"model.kernel_size={kernel_size} must be odd and between 1 and {IMAGE_SIZE}")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout={dropout} must be in [0, 1)")
+        if not isinstance(convs_per_block, int) or convs_per_block < 1:
+            raise ValueError(f"model.convs_per_block={convs_per_block} must be an integer >= 1")
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"model.num_classes={num_classes} must be at least 2")
 
         blocks, in_channels, size = [], 1, IMAGE_SIZE
         for width in channels:
+            # "same" padding keeps the size, so only the pooling shrinks the image
+            for _ in range(convs_per_block - 1):
+                blocks += [
+                    nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=not batch_norm),
+                    nn.BatchNorm2d(width) if batch_norm else nn.Identity(),
+                    nn.ReLU(inplace=True),
+                ]
+                in_channels = width
             blocks += [
-                # "same" padding keeps the size, so only the pooling shrinks the image
                 nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=not batch_norm),
                 # Pooling before the ReLU computes exactly what the textbook order does (the
                 # ReLU is monotonic, so it commutes with max), on a quarter of the values.
@@ -48,6 +62,9 @@ class CNN(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             in_channels, size = width, size // 2
+        if global_pool:  # parameter-free: the Linear layer keeps its checkpoint key
+            blocks.append(nn.AdaptiveAvgPool2d(1))
+            size = 1
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
             nn.Flatten(),

@@ -1,4 +1,7 @@
-"""The prediction entry point: the digit in each image file, with its top-3 probabilities."""
+"""The prediction entry point: the class of each image file, with its top-3 probabilities.
+
+The image is prepared as the checkpoint's dataset prepared its own (a centred digit for MNIST,
+a trimmed item for Fashion-MNIST), and classes are named by the checkpoint's class names."""
 
 import json
 import sys
@@ -36,13 +39,15 @@ def probabilities_of(classifier: Classifier, digits: torch.Tensor) -> torch.Tens
     return classifier.eval()(normalize(digits)).softmax(dim=1)
 
 
-def report(file: Path, probabilities: torch.Tensor, as_json: bool) -> str:
-    top = probabilities.topk(TOP)
+def report(file: Path, probabilities: torch.Tensor, class_names: list[str], as_json: bool) -> str:
+    top = probabilities.topk(min(TOP, len(class_names)))
     pairs = list(zip(top.indices.tolist(), top.values.tolist()))
     if as_json:
-        return json.dumps({"file": str(file), "label": pairs[0][0],
-                           "top3": [{"label": label, "probability": round(p, 6)} for label, p in pairs]})
-    return f"{file}: {pairs[0][0]}  (" + ", ".join(f"{label}: {p:.1%}" for label, p in pairs) + ")"
+        return json.dumps({"file": str(file), "label": pairs[0][0], "class": class_names[pairs[0][0]],
+                           "top3": [{"label": label, "class": class_names[label], "probability": round(p, 6)}
+                                    for label, p in pairs]})
+    return (f"{file}: {class_names[pairs[0][0]]}  ("
+            + ", ".join(f"{class_names[label]}: {p:.1%}" for label, p in pairs) + ")")
 
 
 def predict(classifier: Classifier, files: list[Path], as_json: bool) -> int:
@@ -51,7 +56,7 @@ def predict(classifier: Classifier, files: list[Path], as_json: bool) -> int:
     digits, failures = {}, {}
     for index, file in enumerate(files):
         try:
-            digits[index] = read_digit(file)
+            digits[index] = read_digit(file, classifier.hparams.preprocessing)
         except DigitImageError as error:
             failures[index] = str(error)
     probabilities = {}
@@ -59,7 +64,7 @@ def predict(classifier: Classifier, files: list[Path], as_json: bool) -> int:
         probabilities = dict(zip(digits, probabilities_of(classifier, torch.stack(list(digits.values())))))
     for index, file in enumerate(files):
         if index in probabilities:
-            print(report(file, probabilities[index], as_json))
+            print(report(file, probabilities[index], classifier.class_names, as_json))
         elif as_json:
             print(json.dumps({"file": str(file), "error": failures[index]}))
         else:

@@ -60,7 +60,11 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
         for key, value in plain(cfg[group]).items():
             if key == "_target_":
                 flat[group] = value.rsplit(".", 1)[-1]
-            elif key not in ("data_dir", "md5", "redownload"):
+            elif key in ("data_dir", "md5", "redownload", "sources", "class_names"):
+                continue  # where the data comes from, not how the run differs
+            elif isinstance(value, dict):  # a nested object, e.g. data.augment: one column per setting
+                flat.update({f"{group}/{key}/{name}": setting for name, setting in value.items() if name != "_target_"})
+            else:
                 flat[f"{group}/{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     flat.setdefault("scheduler", "none")
     return flat
@@ -174,7 +178,8 @@ def build(cfg: DictConfig, resume_from: Path | None = None, extra_callbacks: Seq
           ) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
     """The datamodule, classifier and trainer (with its logger and callbacks) that `cfg` describes."""
     datamodule = instantiate(cfg.data)
-    classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None)
+    classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None,
+                            class_names=list(datamodule.class_names), preprocessing=datamodule.preprocessing)
     logger = False  # `~logger`: Lightning would otherwise add a default one
     if cfg.get("logger"):
         # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.

@@ -51,7 +51,8 @@ class ErrorAnalysis(L.Callback):
                              batch_idx: int) -> None:
         if self._show_next_train_batch and trainer.is_global_zero:
             images, labels = batch[0][: self.samples], batch[1][: self.samples]
-            self._publish(trainer, "train/samples", figures.training_samples(denormalize(images), labels))
+            self._publish(trainer, "train/samples",
+                          figures.training_samples(denormalize(images), labels, pl_module.class_names))
         self._show_next_train_batch = False
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -67,6 +68,7 @@ class ErrorAnalysis(L.Callback):
                                          for parts in zip(*self._batches))
         self._batches = []
         predicted = probabilities.argmax(dim=1)
+        names = pl_module.class_names
         confusion = metrics.confusion_matrix(predicted, labels, num_classes=probabilities.shape[1])
         per_class_accuracy = metrics.per_class_accuracy(confusion)
         bins = metrics.reliability(probabilities, labels, self.calibration_bins)
@@ -75,8 +77,10 @@ class ErrorAnalysis(L.Callback):
             "test/per_class_acc": [None if math.isnan(acc) else acc for acc in per_class_accuracy.tolist()],
             "test/ece": bins.ece,
             "test/misclassified": int((predicted != labels).sum()),
+            "test/class_names": names,  # by label: the indices in the lists and matrix here
             "test/top_confusions": [
-                {"true": true, "predicted": pred, "count": count}
+                {"true": true, "predicted": pred, "count": count,
+                 "true_name": names[true], "predicted_name": names[pred]}
                 for true, pred, count in metrics.most_frequent_confusions(confusion, self.top_confusions)
             ],
             "test/confusion_matrix": confusion.tolist(),
@@ -86,10 +90,11 @@ class ErrorAnalysis(L.Callback):
         mistakes = metrics.most_confident_mistakes(probabilities, labels, self.mistakes)
         samples = slice(self.samples)
         self._publish(trainer, "test/predictions",
-                      figures.predictions(images[samples], probabilities[samples], labels[samples]))
+                      figures.predictions(images[samples], probabilities[samples], labels[samples], names))
         self._publish(trainer, "test/confident_mistakes",
-                      figures.confident_mistakes(images[mistakes], probabilities[mistakes], labels[mistakes]))
-        self._publish(trainer, "test/confusion_matrix", figures.confusion_matrix(confusion, per_class_accuracy))
+                      figures.confident_mistakes(images[mistakes], probabilities[mistakes], labels[mistakes], names))
+        self._publish(trainer, "test/confusion_matrix",
+                      figures.confusion_matrix(confusion, per_class_accuracy, names))
         self._publish(trainer, "test/confidence_histogram", figures.confidence_histogram(probabilities, labels))
         self._publish(trainer, "test/reliability", figures.reliability_diagram(bins))
 

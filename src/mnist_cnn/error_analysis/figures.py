@@ -51,34 +51,36 @@ def image_grid(images: torch.Tensor, titles: list[str], colors: list[str], title
     return figure
 
 
-def training_samples(images: torch.Tensor, labels: torch.Tensor) -> Figure:
-    return image_grid(images, [f"label {label}" for label in labels.tolist()], [RIGHT] * len(images),
-                      "Training batch as the model sees it")
+def training_samples(images: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> Figure:
+    return image_grid(images, [class_names[label] for label in labels.tolist()], [RIGHT] * len(images),
+                      "Training batch as the model sees it (augmented, if data.augment is set)")
 
 
-def predictions(images: torch.Tensor, probabilities: torch.Tensor, labels: torch.Tensor) -> Figure:
-    """Predicted label and confidence per image; wrong ones in red, with the true label."""
+def predictions(images: torch.Tensor, probabilities: torch.Tensor, labels: torch.Tensor,
+                class_names: list[str]) -> Figure:
+    """Predicted class and confidence per image; wrong ones in red, with the true class."""
     confidence, predicted = probabilities.max(dim=1)
     titles, colors = [], []
     for conf, pred, label in zip(confidence.tolist(), predicted.tolist(), labels.tolist()):
         if pred == label:
-            titles.append(f"{pred} ({conf:.0%})")
+            titles.append(f"{class_names[pred]} ({conf:.0%})")
             colors.append(RIGHT)
         else:
-            titles.append(f"{pred} ({conf:.0%}), true {label}")
+            titles.append(f"{class_names[pred]} ({conf:.0%})\ntrue {class_names[label]}")
             colors.append(WRONG)
-    return image_grid(images, titles, colors, "Test predictions: label (confidence); wrong in red")
+    return image_grid(images, titles, colors, "Test predictions: class (confidence); wrong in red")
 
 
-def confident_mistakes(images: torch.Tensor, probabilities: torch.Tensor, labels: torch.Tensor) -> Figure:
+def confident_mistakes(images: torch.Tensor, probabilities: torch.Tensor, labels: torch.Tensor,
+                       class_names: list[str]) -> Figure:
     confidence, predicted = probabilities.max(dim=1)
-    titles = [f"true {label}, pred {pred}\n{conf:.1%}"
+    titles = [f"true {class_names[label]}\npred {class_names[pred]}\n{conf:.1%}"
               for conf, pred, label in zip(confidence.tolist(), predicted.tolist(), labels.tolist())]
     return image_grid(images, titles, [WRONG] * len(images),
                       "Most confident misclassifications: true, predicted, confidence")
 
 
-def confusion_matrix(confusion: torch.Tensor, per_class_accuracy: torch.Tensor) -> Figure:
+def confusion_matrix(confusion: torch.Tensor, per_class_accuracy: torch.Tensor, class_names: list[str]) -> Figure:
     """Counts on a log colour scale (so rare confusions show), per-class accuracy on the right."""
     counts = confusion.cpu().numpy()
     classes = range(len(counts))
@@ -92,10 +94,10 @@ def confusion_matrix(confusion: torch.Tensor, per_class_accuracy: torch.Tensor) 
         dark = value > math.sqrt(max(2, counts.max()))  # upper half of the log scale
         ax.text(predicted, true, str(value), ha="center", va="center", fontsize=8,
                 color="white" if dark else ("black" if true == predicted else WRONG))
-    ax.set_xticks(list(classes))
-    ax.set_yticks(list(classes))
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
+    ax.set_xticks(list(classes), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0, ha="right")
+    ax.set_yticks(list(classes), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
     accuracy_axis = ax.secondary_yaxis("right")
     accuracy_axis.set_yticks(list(classes), [f"{acc:.1%}" for acc in per_class_accuracy.tolist()])
     accuracy_axis.set_ylabel("per-class accuracy")
