@@ -36,12 +36,6 @@ def job_label(mode: RunMode, overrides: Sequence[str]) -> str:
     return overrides_label(overrides) if mode == RunMode.MULTIRUN else ""
 
 
-def made_dir(path: str) -> str:
-    """`path`, created if missing, for tools that create files but not folders (Optuna's SQLite study)."""
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
     OmegaConf.register_new_resolver("job_label", job_label, replace=True)
@@ -49,7 +43,6 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("new_run_dir", new_run_dir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("snapshot_subdir", snapshot_subdir, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver("made_dir", made_dir, replace=True)
 
 
 def _is_integer(value) -> bool:
