@@ -6,6 +6,8 @@ the next search replaces it. Kept in a user attribute, which every Optuna storag
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import optuna
@@ -38,26 +40,22 @@ def fail_dead_trials(study: optuna.Study, grace_period_s: float) -> list[int]:
     return dead
 
 
-class Heartbeat:
-    """While in its `with` block, a thread marks the given trials alive every `interval_s`."""
+@contextmanager
+def heartbeat(trials: list[optuna.Trial], interval_s: float) -> Iterator[None]:
+    """While in its `with` block, a thread marks `trials` alive every `interval_s`."""
+    stopped = threading.Event()
 
-    def __init__(self, trials: list[optuna.Trial], interval_s: float) -> None:
-        self.trials = trials
-        self.interval_s = interval_s
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stopped.wait(self.interval_s):
-            for trial in self.trials:
+    def beat_until_stopped() -> None:
+        while not stopped.wait(interval_s):
+            for trial in trials:
                 beat(trial)
 
-    def __enter__(self) -> "Heartbeat":
-        for trial in self.trials:
-            beat(trial)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stopped.set()
-        self.thread.join()
+    for trial in trials:
+        beat(trial)
+    thread = threading.Thread(target=beat_until_stopped, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from .liveness import Heartbeat, fail_dead_trials
+from .liveness import fail_dead_trials, heartbeat
 from .search_space import search_space
 from .storage import open_storage
 
@@ -82,7 +82,7 @@ class OptunaSweeper(Sweeper):
             to_launch -= batch_size
             overrides = [[*(f"{key}={value}" for key, value in {**trial.params, **fixed}.items()),
                           f"{TRIAL_KEY}={trial.number}"] for trial in trials]
-            with Heartbeat(trials, self.heartbeat_interval_s):
+            with heartbeat(trials, self.heartbeat_interval_s):
                 jobs = self.launcher.launch(overrides, initial_job_idx=job_idx) if trials else []
             job_idx += len(trials)
             for trial, job in zip(trials, jobs):
