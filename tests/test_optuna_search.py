@@ -96,6 +96,16 @@ def test_hopeless_trials_are_pruned_and_folder_metrics_study_and_summary_agree(t
     assert results.trials == {"complete": len(completed), "pruned": len(pruned)}
 
 
+def one_finished_one_training(log_dir: Path) -> bool:
+    """One trial has finished and the next one's job has started (its folder exists)."""
+    if not (study_dir(log_dir) / "study.db").exists():
+        return False
+    trials = load_study(log_dir).trials
+    running = [trial.number for trial in trials if trial.state == TrialState.RUNNING]
+    return (sum(trial.state == TrialState.COMPLETE for trial in trials) == 1 and len(running) == 1
+            and (study_dir(log_dir) / str(running[0]) / ".hydra" / "overrides.yaml").exists())
+
+
 @pytest.mark.slow
 def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_path):
     overrides = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=3", "hydra/sweeper/pruner=none",
@@ -104,11 +114,7 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
                *train_arguments(tiny_data, tmp_path, *overrides, multirun=True)]
     with subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as first:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # until one trial has finished and the next one runs
-            states = [trial.state for trial in load_study(tmp_path).trials] if (
-                study_dir(tmp_path) / "study.db").exists() else []
-            if states.count(TrialState.COMPLETE) == 1 and states.count(TrialState.RUNNING) == 1:
-                break
+        while time.monotonic() < deadline and not one_finished_one_training(tmp_path):
             time.sleep(0.5)
         first.send_signal(signal.SIGKILL)
     [killed] = [trial.number for trial in load_study(tmp_path).trials if trial.state == TrialState.RUNNING]
