@@ -2,6 +2,7 @@
 
     python scripts/benchmark_pruning.py                              # 20 trials of 3 epochs each
     python scripts/benchmark_pruning.py +trainer.limit_train_batches=0.05   # a shorter version
+    python scripts/benchmark_pruning.py --pruner hyperband                  # Hyperband against none
 
 Both searches run `python train.py -m hparams_search=optuna` as a user types it, over
 optimizer.lr (log 1e-4..3e-2), data.batch_size, model.channels and model.dropout, with the
@@ -22,7 +23,6 @@ from pathlib import Path
 import optuna
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PRUNERS = ("median", "none")
 
 
 def search_command(log_dir: Path, pruner: str, trials: int, epochs: int, seed: int, overrides: list[str]) -> list[str]:
@@ -49,6 +49,7 @@ def results(log_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pruner", default="median", choices=["median", "hyperband"])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -56,9 +57,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
+    pruners = (args.pruner, "none")
     root = args.keep or Path(tempfile.mkdtemp(prefix="pruning_benchmark_"))
     started, finished, searches = time.perf_counter(), {}, {}
-    for pruner in PRUNERS:
+    for pruner in pruners:
         log_dir = root / pruner
         log_dir.mkdir(parents=True, exist_ok=True)
         command = search_command(log_dir, pruner, args.trials, args.epochs, args.seed, args.overrides)
@@ -75,13 +77,13 @@ def main() -> None:
 
     print("| pruner | trials | epochs trained | optimizer steps | wall time (min) | best val/acc_best | its test/acc |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    table = {pruner: results(root / pruner) for pruner in PRUNERS}
+    table = {pruner: results(root / pruner) for pruner in pruners}
     for pruner, row in table.items():
         print(f"| {pruner} | {row['states']} | {row['epochs']} | {row['steps']} | {finished[pruner] / 60:.1f} "
               f"| {row['best_val']:.2%} | {row['best_test']:.2%} |")
-    saved = 1 - table["median"]["steps"] / table["none"]["steps"]
-    gap = 100 * (table["none"]["best_val"] - table["median"]["best_val"])
-    print(f"\nPruning: {saved:.0%} fewer optimizer steps; best val/acc_best {gap:+.2f} pp below the unpruned search's.")
+    saved = 1 - table[args.pruner]["steps"] / table["none"]["steps"]
+    gap = 100 * (table["none"]["best_val"] - table[args.pruner]["best_val"])
+    print(f"\n{args.pruner} pruning: {saved:.0%} fewer optimizer steps; best val/acc_best {gap:+.2f} pp below the unpruned search's.")
     for pruner, row in table.items():
         print(f"best {pruner}: trial {row['best_trial']} {row['best_params']}")
     print(f"searches kept in {root}", file=sys.stderr)

@@ -5,6 +5,7 @@ worker on the same storage, picks up where the study stands."""
 
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ class OptunaSweeper(Sweeper):
             raise ValueError(f"hydra.sweeper.grace_period_s={grace_period_s} must exceed "
                              f"heartbeat_interval_s={heartbeat_interval_s}, or live trials count as dead")
         self.sampler, self.pruner, self.direction, self.objective = sampler, pruner, direction, objective
-        self.storage, self.study_name, self.n_trials, self.n_jobs = storage, study_name, n_trials, n_jobs
+        self.storage, self.study_name, self.n_trials = storage, study_name, n_trials
+        # joblib's convention: -1 is every core, -2 all but one
+        self.n_jobs = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
         self.heartbeat_interval_s, self.grace_period_s = heartbeat_interval_s, grace_period_s
         self.params = params
 
