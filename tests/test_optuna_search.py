@@ -98,7 +98,7 @@ def test_hopeless_trials_are_pruned_and_folder_metrics_study_and_summary_agree(t
 
 def one_finished_one_training(log_dir: Path) -> bool:
     """One trial has finished and the next one's job has started (its folder exists)."""
-    if not (study_dir(log_dir) / "study.db").exists():
+    if not (study_dir(log_dir) / "0").exists():  # the study's tables exist once a trial has started
         return False
     trials = load_study(log_dir).trials
     running = [trial.number for trial in trials if trial.state == TrialState.RUNNING]
@@ -138,7 +138,9 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
 @pytest.mark.slow
 def test_joblib_and_submitit_workers_share_one_study_without_lost_or_duplicated_trials(tiny_data, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the cluster extra")
-    shared = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=5", "trainer.max_epochs=1"]
+    # Hyperband here (median elsewhere): each job builds the pruner from the search's config.
+    shared = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=5", "trainer.max_epochs=2",
+              "hydra/sweeper/pruner=hyperband"]
     workers = {
         "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"],
         "submitit_local": ["hydra/launcher=submitit_local"],
