@@ -107,7 +107,8 @@ def one_finished_one_training(log_dir: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl_c"])
+def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_path, stop):
     overrides = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=3", "hydra/sweeper/pruner=none",
                  "trainer.max_epochs=4", *QUICK_HEARTBEAT]
     command = [sys.executable, str(PROJECT_ROOT / "train.py"),
@@ -116,9 +117,12 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not one_finished_one_training(tmp_path):
             time.sleep(0.5)
-        first.send_signal(signal.SIGKILL)
-    [killed] = [trial.number for trial in load_study(tmp_path).trials if trial.state == TrialState.RUNNING]
-    time.sleep(4)  # past the grace period: the killed search's heartbeats have stopped
+        [killed] = [trial.number for trial in load_study(tmp_path).trials if trial.state == TrialState.RUNNING]
+        first.send_signal(stop)
+        first.wait(timeout=120)
+    if stop == signal.SIGKILL:
+        time.sleep(4)  # past the grace period: the killed search's heartbeats have stopped
+    # (Ctrl+C lets the search record its running trial failed itself: no wait needed)
 
     again = search(tiny_data, tmp_path, *overrides[2:])
 
@@ -127,7 +131,8 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
     assert sum(trial.state in FINISHED for trial in trials) == 3
     assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [killed]
     assert "2 of 3 trials to run" in again.stdout + again.stderr
-    assert summary_rows(tmp_path)[str(killed)]["status"] == "failed"
+    # killed: no metrics.json; Ctrl+C: the job saved last.ckpt and wrote status interrupted
+    assert summary_rows(tmp_path)[str(killed)]["status"] == ("failed" if stop == signal.SIGKILL else "interrupted")
 
     finished = search(tiny_data, tmp_path, *overrides[2:])  # nothing left: reports the best and exits 0
 

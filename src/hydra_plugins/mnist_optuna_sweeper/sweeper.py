@@ -83,14 +83,26 @@ class OptunaSweeper(Sweeper):
             trials = [self.ask(study, searched) for _ in range(batch_size)]
             trials = [trial for trial in trials if trial is not None]
             to_launch -= batch_size
-            overrides = [[*(f"{key}={value}" for key, value in {**trial.params, **fixed}.items()),
-                          f"{TRIAL_KEY}={trial.number}"] for trial in trials]
-            with heartbeat(trials, self.heartbeat_interval_s):
-                jobs = self.launcher.launch(overrides, initial_job_idx=job_idx) if trials else []
+            self.run_batch(study, trials, fixed, job_idx)
             job_idx += len(trials)
-            for trial, job in zip(trials, jobs):
-                log.info("trial %d: %s", trial.number, tell(study, trial, job, self.objective))
         self.write_results(study)
+
+    def run_batch(self, study: optuna.Study, trials: list[optuna.Trial], fixed: dict[str, str],
+                  job_idx: int) -> None:
+        """Launch the trials' jobs through the configured launcher, then tell the study their outcomes."""
+        if not trials:
+            return
+        overrides = [[*(f"{key}={value}" for key, value in {**trial.params, **fixed}.items()),
+                      f"{TRIAL_KEY}={trial.number}"] for trial in trials]
+        try:
+            with heartbeat(trials, self.heartbeat_interval_s):
+                jobs = self.launcher.launch(overrides, initial_job_idx=job_idx)
+        except BaseException:  # Ctrl+C or a launcher error: a rerun replaces these trials at once
+            for trial in trials:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        for trial, job in zip(trials, jobs):
+            log.info("trial %d: %s", trial.number, tell(study, trial, job, self.objective))
 
     def missing(self, study: optuna.Study) -> int:
         """Trials still to run for the study to reach n_trials, counting those running elsewhere."""
