@@ -102,8 +102,8 @@ def test_optuna_sweeper_composes_with_every_launcher(launcher, tmp_path):
     sweeper = Plugins.instance().instantiate_sweeper(  # as Hydra does at the start of a multirun
         config=cfg, hydra_context=HydraContext(config_loader=None, callbacks=Callbacks(cfg)),
         task_function=lambda job_config: None)
-    assert type(sweeper).__name__ == "OptunaSweeper" and sweeper.n_trials == 20
-    assert type(sweeper.launcher).__name__ == {"basic": "BasicLauncher", "joblib": "JoblibLauncher",
+    assert type(sweeper).__name__ == "OptunaSweeper" and sweeper.search.n_trials == 20
+    assert type(sweeper.search.launcher).__name__ == {"basic": "BasicLauncher", "joblib": "JoblibLauncher",
                                                "submitit_local": "LocalLauncher",
                                                "submitit_slurm": "SlurmLauncher"}[launcher]
     assert cfg.hydra.sweep.dir == f"{tmp_path}/optuna/mnist-cnn"  # every launcher's jobs land in the study's folder

@@ -25,7 +25,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from hydra_plugins.mnist_optuna_sweeper.search_space import search_space
+from hydra_plugins.mnist_optuna_sweeper._search_space import search_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Test-sized search: two small nets, a search that may stop quickly after a kill.

@@ -30,7 +30,7 @@ class PruneTrial(Callback):
             return
         import optuna  # the sweep extra; only sweep jobs get here
 
-        from hydra_plugins.mnist_optuna_sweeper.storage import open_storage
+        from hydra_plugins.mnist_optuna_sweeper._storage import open_storage
 
         study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner)
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.trial_number)
