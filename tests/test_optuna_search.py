@@ -175,3 +175,18 @@ def test_joblib_and_submitit_workers_share_one_study_without_lost_or_duplicated_
     assert all(trial.user_attrs["status"] == "surplus" for trial in unlaunched)
     assert not any((study_dir(tmp_path) / str(trial.number)).exists() for trial in unlaunched)
     assert os.path.exists(study_dir(tmp_path) / "optimization_results.yaml")
+
+
+def test_a_journal_file_storage_holds_the_study_for_clusters_on_nfs(tiny_data, tmp_path):
+    journal = ("hydra.sweeper.storage={_target_:optuna.storages.JournalStorage,"
+               "log_storage:{_target_:optuna.storages.journal.JournalFileBackend,"
+               "file_path:${hydra.sweep.dir}/journal.log}}")
+    search(tiny_data, tmp_path, journal, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner.n_startup_trials=1")
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(study_dir(tmp_path) / "journal.log")))
+    trials = optuna.load_study(study_name="mnist-cnn", storage=storage).trials
+    assert not (study_dir(tmp_path) / "study.db").exists()
+    assert len(trials) == 3 and all(trial.state in FINISHED for trial in trials)
+    for trial in trials:  # each job reported its validations to the journal, for the pruner
+        assert len(trial.intermediate_values) == trial_metrics(tmp_path, trial.number)["epochs"] >= 1

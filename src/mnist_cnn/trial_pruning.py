@@ -1,8 +1,6 @@
 """Pruning for the Optuna sweeper: a sweep job reports val/acc to its trial after every
 validation pass, through the study's storage, and stops when the study's pruner says so."""
 
-from typing import Any
-
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
@@ -12,15 +10,11 @@ class TrialPruned(Exception):
 
 
 class PruneTrial(Callback):
-    """Reports `monitor` to trial `trial_number` of the study and stops training when `pruner`
-    prunes the trial. Does nothing when `trial_number` is null (a plain run)."""
+    """Reports `monitor` to trial `trial_number` of the search's study and stops training when
+    the search's pruner prunes the trial. Does nothing when `trial_number` is null (a plain run)."""
 
-    def __init__(self, trial_number: int | None, study_name: str, storage: Any, pruner: Any,
-                 monitor: str = "val/acc"):
+    def __init__(self, trial_number: int | None, monitor: str = "val/acc"):
         self.trial_number = trial_number
-        self.study_name = study_name
-        self.storage = storage
-        self.pruner = pruner  # the search's: the job decides, from every trial's reports in the storage
         self.monitor = monitor
         self.trial = None
         self.pruned_after: str | None = None
@@ -29,10 +23,18 @@ class PruneTrial(Callback):
         if self.trial_number is None or not trainer.is_global_zero or self.trial is not None:
             return
         import optuna  # the sweep extra; only sweep jobs get here
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
 
         from hydra_plugins.mnist_optuna_sweeper._storage import open_storage
 
-        study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage), pruner=self.pruner)
+        # The search's own study name, storage and pruner, read here rather than passed in the
+        # job's config: Hydra's nodes are read-only, and a storage node's interpolations
+        # (${hydra.sweep.dir}) can be resolved only as a plain copy.
+        search = OmegaConf.to_container(HydraConfig.get().sweeper, resolve=True)
+        study = optuna.load_study(study_name=search["study_name"], storage=open_storage(search["storage"]),
+                                  pruner=instantiate(search["pruner"]))
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.trial_number)
         self.trial = optuna.Trial(study, trial_id)
 
