@@ -133,8 +133,9 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
     assert sum(trial.state in FINISHED for trial in trials) == 3
     assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [killed]
     assert "2 of 3 trials to run" in again.stdout + again.stderr
-    # killed: no metrics.json; Ctrl+C: the job saved last.ckpt and wrote status interrupted
-    assert summary_rows(tmp_path)[str(killed)]["status"] == ("failed" if stop == signal.SIGKILL else "interrupted")
+    # killed: no metrics.json; Ctrl+C: status interrupted once training had started, else none
+    allowed = {"failed"} if stop == signal.SIGKILL else {"failed", "interrupted"}
+    assert summary_rows(tmp_path)[str(killed)]["status"] in allowed
 
     finished = search(tiny_data, tmp_path, *overrides[2:])  # nothing left: reports the best and exits 0
 
