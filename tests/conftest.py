@@ -112,14 +112,20 @@ def run_script(script: str, *arguments: str, timeout_s: int = 300, env: dict | N
                           capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})})
 
 
+def train_arguments(tiny: TinyData, log_dir: Path, *overrides: str, multirun: bool = False) -> list[str]:
+    """The arguments of `python train.py` on the tiny data, logging under `log_dir`."""
+    return [*(["-m"] if multirun else []), "--config-dir", str(tiny.config_dir), "data=tiny",
+            f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+            *overrides]
+
+
 def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",
               multirun: bool = False, timeout_s: int = 300, env: dict | None = None,
               ) -> subprocess.CompletedProcess:
     """`python train.py` (`-m` with `multirun`) on the tiny data, as a user types it,
     logging under `log_dir`."""
-    return run_script(script, *(["-m"] if multirun else []), "--config-dir", str(tiny.config_dir), "data=tiny",
-                      f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2",
-                      "trainer.enable_progress_bar=false", *overrides, timeout_s=timeout_s, env=env)
+    return run_script(script, *train_arguments(tiny, log_dir, *overrides, multirun=multirun),
+                      timeout_s=timeout_s, env=env)
 
 
 def run_eval(tiny: TinyData, log_dir: Path, ckpt_path: Path | str, *overrides: str) -> subprocess.CompletedProcess:

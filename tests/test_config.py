@@ -7,8 +7,10 @@ import pytest
 import torch
 from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
+from hydra._internal.callbacks import Callbacks
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext, RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
@@ -123,16 +125,55 @@ def test_every_experiment_preset_builds_its_objects(preset, tmp_path):
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
-def test_optuna_study_lives_in_a_folder_of_its_own_under_log_dir(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[sweep]'")
+def test_sweep_preset_is_a_multirun_over_its_params():
+    cfg = compose("train", overrides=["experiment=lr_batch_channels_grid"], return_hydra_config=True)
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    assert set(cfg.hydra.sweeper.params) == {"optimizer.lr", "data.batch_size", "model.channels"}
+
+
+def test_optuna_search_maximises_over_lr_batch_size_channels_and_dropout(tmp_path):
+    pytest.importorskip("optuna", reason="needs pip install -e '.[sweep]'")
     cfg = compose("train", overrides=["hparams_search=optuna", f"log_dir={tmp_path}"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
-    # the study is kept in the sweep folder, one per study name, so a rerun continues it
+    assert sweeper._target_ == "hydra_plugins.mnist_optuna_sweeper.sweeper.OptunaSweeper"
+    assert sweeper.direction == "maximize" and sweeper.objective == "val/acc_best"
+    # the study is kept in its sweep folder, one per study name, so a rerun continues it
     assert sweeper.study_name == "mnist-cnn"
     assert sweeper.storage == f"sqlite:///{tmp_path}/optuna/mnist-cnn/study.db"
-    assert not (tmp_path / "optuna").exists()  # composing a config creates no folder; the run does
+    assert not (tmp_path / "optuna").exists()  # made by the sweeper when a search starts, not by composing
     assert set(sweeper.params) == {"optimizer.lr", "data.batch_size", "model.channels", "model.dropout"}
     assert sweeper.params["optimizer.lr"].startswith("tag(log,")
+    assert sweeper.pruner._target_ == "optuna.pruners.MedianPruner"
+    assert cfg.callbacks.prune_trial.trial_number is None  # a plain run with the preset prunes nothing
+
+
+@pytest.mark.parametrize("pruner, target", [("median", "MedianPruner"), ("hyperband", "HyperbandPruner"),
+                                            ("none", "NopPruner")])
+def test_every_pruner_option_builds_its_optuna_pruner(pruner, target):
+    optuna = pytest.importorskip("optuna", reason="needs pip install -e '.[sweep]'")
+    cfg = compose("train", overrides=["hparams_search=optuna", f"hydra/sweeper/pruner={pruner}"],
+                  return_hydra_config=True)
+    assert isinstance(instantiate(cfg.hydra.sweeper.pruner), getattr(optuna.pruners, target))
+
+
+LAUNCHERS = ["basic", "joblib", *(path.stem for path in sorted((CONFIG_DIR / "hydra" / "launcher").glob("*.yaml")))]
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_optuna_sweeper_composes_with_every_launcher(launcher, tmp_path):
+    pytest.importorskip("optuna", reason="needs pip install -e '.[sweep]'")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs pip install -e '.[cluster]'")
+    multi_node = ["trainer=ddp"] if launcher == "submitit_slurm" else []  # its sizes follow a DDP trainer's
+    cfg = compose("train", overrides=["hparams_search=optuna", f"hydra/launcher={launcher}", f"log_dir={tmp_path}",
+                                      *multi_node], return_hydra_config=True)
+    sweeper = Plugins.instance().instantiate_sweeper(  # as Hydra does at the start of a multirun
+        config=cfg, hydra_context=HydraContext(config_loader=None, callbacks=Callbacks(cfg)),
+        task_function=lambda job_config: None)
+    assert type(sweeper).__name__ == "OptunaSweeper" and sweeper.search.n_trials == 20
+    assert type(sweeper.search.launcher).__name__ == {"basic": "BasicLauncher", "joblib": "JoblibLauncher",
+                                               "submitit_local": "LocalLauncher",
+                                               "submitit_slurm": "SlurmLauncher"}[launcher]
+    assert cfg.hydra.sweep.dir == f"{tmp_path}/optuna/mnist-cnn"  # every launcher's jobs land in the study's folder
 
 
 def test_sweep_jobs_are_named_by_the_values_the_sweep_varies_without_paths():

@@ -4,7 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_DIR, make_tiny_data, only_run_dir, only_sweep_dir, run_eval, run_train
+from conftest import (
+    CONFIG_DIR,
+    make_tiny_data,
+    only_run_dir,
+    only_sweep_dir,
+    run_eval,
+    run_train,
+)
 from hydra import compose, initialize_config_dir
 
 from mnist_cnn.config import register_resolvers

@@ -17,10 +17,10 @@ from conftest import (
 )
 from PIL import Image, ImageDraw
 
-from mnist_cnn.error_analysis import figures, metrics
 from mnist_cnn.classifier import load_classifier
 from mnist_cnn.data import normalize
 from mnist_cnn.digit_images import fashion_mnist_like, mnist_like
+from mnist_cnn.error_analysis import figures, metrics
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Bag", "Ankle boot"]
 

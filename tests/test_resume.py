@@ -105,8 +105,8 @@ def test_interrupted_run_resumes_to_exactly_the_uninterrupted_run(identified_dat
 
 # Augmented batches: the probe's image ids are then scrambled pixels, but the same scrambled
 # pixels step for step if the resumed run draws what the uninterrupted run drew.
-AUGMENT = ("data.augment={_target_: mnist_cnn.augment.RandomAffine, rotation_deg: 10, translation: 0.1, "
-           "scale: 0.1, horizontal_flip: true}",)
+AUGMENT = ["data.augment={_target_: mnist_cnn.augment.RandomAffine, rotation_deg: 10, translation: 0.1, "
+           + "scale: 0.1, horizontal_flip: true}"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Sweeps as a user runs them (`python train.py -m ...`) on tiny synthetic data: one folder
 per job, TensorBoard run names and hparams, the summary, failing jobs, the joblib launcher,
-the Optuna search and the sweep preset."""
+and the sweep preset. The Optuna search has its own file, test_optuna_search.py."""
 
 import csv
 import json
@@ -288,40 +288,6 @@ def test_joblib_launcher_runs_jobs_in_parallel_sharing_the_cores(tiny_data, tmp_
     pids = {next(d.glob("*/events.out.tfevents.*")).name.split(".")[-2] for d in jobs.values()}
     assert len(pids) == 2
     assert len(summary_rows(sweep_dir)) == 2
-
-
-# --- hyperparameter search ---------------------------------------------------------------
-
-def optuna_search(tiny_data, log_dir: Path) -> subprocess.CompletedProcess:
-    return run_train(tiny_data, log_dir, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                     "model.channels=choice([4,8],[8,16])", "trainer.max_epochs=1", multirun=True,
-                     env={"SQLALCHEMY_SILENCE_UBER_WARNING": "1"})
-
-
-@pytest.mark.slow
-def test_optuna_search_maximises_the_returned_validation_accuracy_and_a_rerun_continues_it(tiny_data, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=SWEEP_EXTRA)
-    import optuna
-
-    result = optuna_search(tiny_data, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    study_dir = tmp_path / "optuna" / "mnist-cnn"  # the sweep folder of the study, with its SQLite file
-    jobs = job_dirs(study_dir)
-    assert len(jobs) == 2
-    for job_dir in jobs.values():
-        assert OmegaConf.to_container(job_config(job_dir).model.channels) in ([4, 8], [8, 16])
-    best = OmegaConf.load(study_dir / "optimization_results.yaml")
-    best_value = max(job_metrics(d)["val/acc_best"] for d in jobs.values())
-    assert best.best_value == pytest.approx(best_value)
-    best_lrs = [job_config(d).optimizer.lr for d in jobs.values() if job_metrics(d)["val/acc_best"] == best_value]
-    assert best.best_params["optimizer.lr"] in best_lrs
-
-    again = optuna_search(tiny_data, tmp_path)  # the same command: the study goes on
-
-    assert again.returncode == 0, again.stderr[-3000:]
-    study = optuna.load_study(study_name="mnist-cnn", storage=f"sqlite:///{study_dir}/study.db")
-    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
-    assert len(job_dirs(study_dir)) == 4 and len(summary_rows(study_dir)) == 4
 
 
 # --- TensorBoard itself, serving a finished sweep ------------------------------------------

@@ -8,7 +8,6 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -68,14 +67,6 @@ def job_label() -> str:
     sweep_config = Path(hydra_config.sweep.dir) / "multirun.yaml"
     command_line = OmegaConf.load(sweep_config).hydra.overrides.task if sweep_config.exists() else []
     return overrides_label(hydra_config.overrides.task, keys_swept_by(command_line, hydra_config.sweeper.get("params")))
-
-
-class MakeSweepFolder(Callback):
-    """Creates the sweep folder as the sweep starts, for a sweeper that writes into it before
-    any job runs (Optuna's SQLite study); composing a config creates nothing."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
 
 def register_resolvers() -> None:

@@ -37,6 +37,7 @@ from mnist_cnn.resume import (
     steps_done,
 )
 from mnist_cnn.stopping import TrainingDiverged, last_checkpoint_path
+from mnist_cnn.trial_pruning import TrialPruned
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,12 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
+def validation_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """{"val/acc_best": ...}, or {} before any validation pass."""
+    val_acc_best = trainer.callback_metrics.get("val/acc_best")
+    return {} if val_acc_best is None else {"val/acc_best": float(val_acc_best)}
+
+
 def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.LightningDataModule,
                  run_dir: Path, resume_from: Path | None) -> dict[str, Any]:
     """Fit (continuing from `resume_from` if given), test the best checkpoint, write metrics.json."""
@@ -138,9 +145,15 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
               f"Resume with: python train.py ckpt_path={last_checkpoint_path(trainer)}  (or resume=latest)",
               file=sys.stderr)
         raise SystemExit(1) from None
+    except TrialPruned as pruned:  # the search's pruner stopped it: recorded, not tested
+        metrics = {**validation_metrics(trainer), "epochs": trainer.current_epoch, "steps": trainer.global_step,
+                   "wall_time_s": round(time.perf_counter() - started, 1), "status": "pruned"}
+        if trainer.is_global_zero:
+            write_metrics(run_dir, metrics)
+            print(f"{pruned}\nrun folder: {run_dir}")
+        return metrics
 
-    val_acc_best = trainer.callback_metrics.get("val/acc_best")
-    validation = {} if val_acc_best is None else {"val/acc_best": float(val_acc_best)}
+    validation = validation_metrics(trainer)
     epochs = trainer.current_epoch
     trainer.test(classifier, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), weights_only=True)
     metrics = {

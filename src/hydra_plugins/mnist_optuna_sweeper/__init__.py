@@ -1,0 +1,1 @@
+"""The project's Optuna sweeper for Hydra (`override /hydra/sweeper: mnist_optuna`)."""

@@ -1,0 +1,196 @@
+"""The Optuna search (`python train.py -m hparams_search=optuna`) on tiny synthetic data, as a
+user runs it: pruning through the study's storage, resuming after the search is killed, and
+workers with different launchers sharing one study."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT_ROOT, run_train, train_arguments
+from omegaconf import OmegaConf
+
+optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install -e '.[sweep]'")
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from hydra_plugins.mnist_optuna_sweeper._search_space import search_space
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Test-sized search: two small nets, a search that may stop quickly after a kill.
+SMALL_NETS = "model.channels=choice([4,8],[8,16])"
+QUICK_HEARTBEAT = ("hydra.sweeper.heartbeat_interval_s=1", "hydra.sweeper.grace_period_s=3")
+
+
+def study_dir(log_dir: Path) -> Path:
+    return log_dir / "optuna" / "mnist-cnn"
+
+
+def load_study(log_dir: Path) -> "optuna.Study":
+    return optuna.load_study(study_name="mnist-cnn", storage=f"sqlite:///{study_dir(log_dir)}/study.db")
+
+
+def trial_metrics(log_dir: Path, number: int) -> dict:
+    return json.loads((study_dir(log_dir) / str(number) / "metrics.json").read_text())
+
+
+def summary_rows(log_dir: Path) -> dict[str, dict[str, str]]:
+    with (study_dir(log_dir) / "summary.csv").open() as file:
+        return {row["job"]: row for row in csv.DictReader(file)}
+
+
+def search(tiny_data, log_dir: Path, *overrides: str, timeout_s: int = 600) -> subprocess.CompletedProcess:
+    result = run_train(tiny_data, log_dir, "hparams_search=optuna", SMALL_NETS, *overrides,
+                       multirun=True, timeout_s=timeout_s)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_search_space_syntax_becomes_optuna_distributions():
+    searched, fixed = search_space(["optimizer.lr=tag(log, interval(1e-4, 1e-2))", "model.dropout=interval(0, 0.5)",
+                                    "data.batch_size=choice(32, 64)", "model.channels=choice([4,8],[8,16])",
+                                    "trainer.max_epochs=range(1, 4)", "seed=7"])
+    assert searched["optimizer.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert searched["model.dropout"] == FloatDistribution(0, 0.5)
+    assert searched["data.batch_size"] == CategoricalDistribution([32, 64])
+    assert searched["model.channels"] == CategoricalDistribution(["[4,8]", "[8,16]"])
+    assert searched["trainer.max_epochs"] == IntDistribution(1, 3)  # range() excludes its stop, as in Python
+    assert fixed == {"seed": "7"}
+
+
+def test_hopeless_trials_are_pruned_and_folder_metrics_study_and_summary_agree(tiny_data, tmp_path):
+    # Learning rates up to 10 wreck training; one completed trial is enough for the median.
+    search(tiny_data, tmp_path, "hydra.sweeper.n_trials=5", "hydra.sweeper.sampler.seed=3",
+           "optimizer.lr=tag(log, interval(1e-3, 10.0))", "hydra.sweeper.pruner.n_startup_trials=1",
+           "trainer.max_epochs=3")
+
+    study, rows = load_study(tmp_path), summary_rows(tmp_path)
+    pruned = [trial for trial in study.trials if trial.state == TrialState.PRUNED]
+    # A trial whose loss diverged is stopped before any report, and is PRUNED for Optuna too.
+    diverged = [trial for trial in pruned if trial.user_attrs["status"] == "diverged"]
+    by_pruner = [trial for trial in pruned if trial not in diverged]
+    assert by_pruner, [(trial.params, trial.intermediate_values) for trial in study.trials]
+    assert sorted(rows) == sorted(str(trial.number) for trial in study.trials)  # one folder per trial
+    for trial in diverged:
+        assert trial_metrics(tmp_path, trial.number)["status"] == rows[str(trial.number)]["status"] == "diverged"
+    for trial in by_pruner:
+        metrics = trial_metrics(tmp_path, trial.number)
+        last_epoch = max(trial.intermediate_values)  # reported to the storage after each validation
+        assert metrics["status"] == "pruned" and metrics["epochs"] == last_epoch + 1 < 3
+        assert "test/acc" not in metrics  # stopped, not tested
+        assert rows[str(trial.number)]["status"] == "pruned"
+        assert rows[str(trial.number)]["epochs"] == str(metrics["epochs"])
+    completed = [trial for trial in study.trials if trial.state == TrialState.COMPLETE]
+    for trial in completed:
+        metrics = trial_metrics(tmp_path, trial.number)
+        assert metrics["status"] == "completed" and trial.value == pytest.approx(metrics["val/acc_best"])
+        assert len(trial.intermediate_values) == metrics["epochs"] == 3
+    results = OmegaConf.load(study_dir(tmp_path) / "optimization_results.yaml")
+    assert results.best_value == max(trial.value for trial in completed)
+    assert results.trials == {"complete": len(completed), "pruned": len(pruned)}
+
+
+def one_finished_one_training(log_dir: Path) -> bool:
+    """One trial has finished and the next one's job has started (its folder exists)."""
+    if not (study_dir(log_dir) / "0").exists():  # the study's tables exist once a trial has started
+        return False
+    trials = load_study(log_dir).trials
+    running = [trial.number for trial in trials if trial.state == TrialState.RUNNING]
+    return (sum(trial.state == TrialState.COMPLETE for trial in trials) == 1 and len(running) == 1
+            and (study_dir(log_dir) / str(running[0]) / ".hydra" / "overrides.yaml").exists())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl_c"])
+def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_path, stop):
+    # After SIGKILL only the heartbeat tells the dead trial; after Ctrl+C the default minutes of
+    # grace stay, so only the search's own record of its stop lets the rerun replace the trial.
+    heartbeat = QUICK_HEARTBEAT if stop == signal.SIGKILL else ()
+    overrides = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=3", "hydra/sweeper/pruner=none",
+                 "trainer.max_epochs=4", *heartbeat]
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"),
+               *train_arguments(tiny_data, tmp_path, *overrides, multirun=True)]
+    with subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as first:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not one_finished_one_training(tmp_path):
+            time.sleep(0.5)
+        [killed] = [trial.number for trial in load_study(tmp_path).trials if trial.state == TrialState.RUNNING]
+        first.send_signal(stop)
+        first.wait(timeout=120)
+    if stop == signal.SIGKILL:
+        time.sleep(4)  # past the grace period: the killed search's heartbeats have stopped
+
+    again = search(tiny_data, tmp_path, *overrides[2:])
+
+    trials = load_study(tmp_path).trials
+    assert [trial.number for trial in trials] == list(range(len(trials)))  # unique, none lost
+    assert sum(trial.state in FINISHED for trial in trials) == 3
+    assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [killed]
+    assert "2 of 3 trials to run" in again.stdout + again.stderr
+    # killed: no metrics.json; Ctrl+C: status interrupted once training had started, else none
+    allowed = {"failed"} if stop == signal.SIGKILL else {"failed", "interrupted"}
+    assert summary_rows(tmp_path)[str(killed)]["status"] in allowed
+
+    finished = search(tiny_data, tmp_path, *overrides[2:])  # nothing left: reports the best and exits 0
+
+    assert len(load_study(tmp_path).trials) == len(trials)
+    assert "0 of 3 trials to run" in finished.stdout + finished.stderr and "best trial" in finished.stdout + finished.stderr
+
+
+@pytest.mark.slow
+def test_joblib_and_submitit_workers_share_one_study_without_lost_or_duplicated_trials(tiny_data, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the cluster extra")
+    # Hyperband here (median elsewhere): each job builds the pruner from the search's config.
+    shared = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=5", "trainer.max_epochs=2",
+              "hydra/sweeper/pruner=hyperband"]
+    workers = {
+        "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"],
+        "submitit_local": ["hydra/launcher=submitit_local"],
+    }
+    processes = [subprocess.Popen([sys.executable, str(PROJECT_ROOT / "train.py"),
+                                   *train_arguments(tiny_data, tmp_path, *shared, *launcher, multirun=True)],
+                                  cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for launcher in workers.values()]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+
+    trials = load_study(tmp_path).trials
+    finished = [trial for trial in trials if trial.state in FINISHED]
+    assert len(finished) == 5
+    assert all(trial.state in (*FINISHED, TrialState.FAIL) for trial in trials)  # none left running
+    launched_by = {}
+    for trial in finished:  # each finished trial ran exactly once, in its own folder
+        job_dir = study_dir(tmp_path) / str(trial.number)
+        assert trial_metrics(tmp_path, trial.number)["status"] in ("completed", "pruned")
+        assert OmegaConf.load(job_dir / ".hydra" / "config.yaml").optuna_trial == trial.number
+        launched_by[trial.number] = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.launcher._target_
+    assert {target.rsplit(".", 1)[-1] for target in launched_by.values()} == {"JoblibLauncher", "LocalLauncher"}
+    unlaunched = [trial for trial in trials if trial.state == TrialState.FAIL]
+    assert all(trial.user_attrs["status"] == "surplus" for trial in unlaunched)
+    assert not any((study_dir(tmp_path) / str(trial.number)).exists() for trial in unlaunched)
+    assert os.path.exists(study_dir(tmp_path) / "optimization_results.yaml")
+
+
+def test_a_journal_file_storage_holds_the_study_for_clusters_on_nfs(tiny_data, tmp_path):
+    journal = ("hydra.sweeper.storage={_target_:optuna.storages.JournalStorage,"
+               "log_storage:{_target_:optuna.storages.journal.JournalFileBackend,"
+               "file_path:${hydra.sweep.dir}/journal.log}}")
+    search(tiny_data, tmp_path, journal, "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner.n_startup_trials=1")
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(study_dir(tmp_path) / "journal.log")))
+    trials = optuna.load_study(study_name="mnist-cnn", storage=storage).trials
+    assert not (study_dir(tmp_path) / "study.db").exists()
+    assert len(trials) == 3 and all(trial.state in FINISHED for trial in trials)
+    for trial in trials:  # each job reported its validations to the journal, for the pruner
+        assert len(trial.intermediate_values) == trial_metrics(tmp_path, trial.number)["epochs"] >= 1
