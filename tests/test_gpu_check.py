@@ -1,8 +1,11 @@
 """scripts/gpu_check.py's CPU dry run: the code a GPU machine runs, on tiny data, a few batches a run."""
 
+import importlib.util
+import json
+
 import pytest
 import torch
-from conftest import run_script
+from conftest import PROJECT_ROOT, run_script
 
 
 @pytest.mark.slow
@@ -16,7 +19,7 @@ def test_dry_run_prints_one_line_per_check_and_the_seed_runs(tiny_data):
     assert lines[0].startswith("device: cpu, torch ")
     assert lines[1].startswith("experiment=fast: ") and "s from process start to exit, test accuracy" in lines[1]
     assert lines[2].startswith("experiment=best, one epoch: ") and "3 steps" in lines[2]
-    assert lines[3].startswith("data resident: training split on cpu, ") and "in 3 steps" in lines[3]
+    assert lines[3].startswith("data resident: training split on cpu, ") and "copies in 3 steps" in lines[3]
     assert lines[4].startswith("bf16-mixed ") and "against 32-true " in lines[4]
     assert lines[5].startswith("experiment=fast seed=1: test accuracy ")
     assert lines[6].startswith("experiment=fast, 1 seeds: mean test accuracy ")
@@ -27,3 +30,17 @@ def test_dry_run_prints_one_line_per_check_and_the_seed_runs(tiny_data):
 def test_without_a_gpu_the_real_check_refuses_and_names_the_dry_run():
     result = run_script("scripts/gpu_check.py", timeout_s=120)
     assert result.returncode != 0 and "--dry-run" in result.stderr
+
+
+def test_resident_data_check_reads_the_size_of_every_host_to_device_copy(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_check", PROJECT_ROOT / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    trace = tmp_path / "trace.json"  # the shape of a CUDA profiler's chrome trace
+    trace.write_text(json.dumps({"traceEvents": [
+        {"cat": "gpu_memcpy", "name": "Memcpy HtoD (Pageable -> Device)", "args": {"bytes": 1024}},
+        {"cat": "gpu_memcpy", "name": "Memcpy DtoH (Device -> Pageable)", "args": {"bytes": 4}},
+        {"cat": "gpu_memcpy", "name": "Memcpy HtoD (Pinned -> Device)", "args": {"bytes": 100352}},
+        {"cat": "kernel", "name": "void at::native::vectorized_elementwise_kernel", "args": {}},
+    ]}))
+    assert gpu_check.host_to_device_copies(trace) == [1024, 100352]
