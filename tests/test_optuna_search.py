@@ -119,7 +119,10 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
                  "trainer.max_epochs=4", *heartbeat]
     command = [sys.executable, str(PROJECT_ROOT / "train.py"),
                *train_arguments(tiny_data, tmp_path, *overrides, multirun=True)]
-    with subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as first:
+    # As from a terminal: a shell starts background jobs with Ctrl+C ignored, and a test run
+    # started that way would hand that on to the search.
+    with subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as first:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not one_finished_one_training(tmp_path):
             time.sleep(0.5)

@@ -9,6 +9,7 @@ listed, never dropped. Rows are sorted by val/acc_best: select by validation, re
 import csv
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -34,6 +35,7 @@ class Job:
     name: str  # its folder, relative to the sweep folder
     overrides: list[str]  # as Hydra recorded them, e.g. "optimizer.lr=0.001"
     metrics: dict[str, Any]  # empty when the job wrote no metrics.json
+    started: float  # when Hydra wrote its .hydra/overrides.yaml, at the job's start (epoch seconds)
 
     @property
     def status(self) -> str:
@@ -51,7 +53,8 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         folder = overrides_file.parent.parent
         metrics_file = folder / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        jobs.append(Job(str(folder.relative_to(sweep_dir)), list(OmegaConf.load(overrides_file)), metrics))
+        jobs.append(Job(str(folder.relative_to(sweep_dir)), list(OmegaConf.load(overrides_file)), metrics,
+                        overrides_file.stat().st_mtime))
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml): "
                                 "is it the folder of a `python train.py -m ...` sweep?")
@@ -166,8 +169,13 @@ def write_summary(sweep_dir: Path) -> list[Job]:
 class SweepSummary(Callback):
     """Hydra calls this once every job of a multirun has ended, failed ones included.
 
-    Like a test runner, the sweep then exits non-zero when a job failed, naming it last.
+    Like a test runner, the sweep then exits non-zero when a job it ran failed, naming it last.
+    A folder kept from an earlier run of the same sweep (an Optuna study grows in one folder)
+    is summarised too, but its failures were reported by that run.
     """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -175,7 +183,8 @@ class SweepSummary(Callback):
         log.info("sweep summary: %s", sweep_dir / "summary.md")
         if not_completed := [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]:
             log.warning("jobs not completed: %s (see their train.log)", ", ".join(not_completed))
-        if failed := [job.name for job in jobs if job.status not in RESULTS]:
+        ran = [job for job in jobs if job.started >= self.started]
+        if failed := [job.name for job in ran if job.status not in RESULTS]:
             # SystemExit, not an Exception: Hydra turns a callback's exceptions into warnings.
-            raise SystemExit(f"sweep failed: {len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} "
+            raise SystemExit(f"sweep failed: {len(failed)} of {len(ran)} jobs failed: {', '.join(failed)} "
                              f"(their train.log in {sweep_dir} says why)")
