@@ -3,6 +3,7 @@
     python scripts/benchmark_pruning.py                              # 20 trials of 3 epochs each
     python scripts/benchmark_pruning.py +trainer.limit_train_batches=0.05   # a shorter version
     python scripts/benchmark_pruning.py --pruner hyperband                  # Hyperband against none
+    python scripts/benchmark_pruning.py --pruner-setting n_startup_trials=3  # the pruner under test, changed
 
 Both searches run `python train.py -m hparams_search=optuna` as a user types it, over
 optimizer.lr (log 1e-4..3e-2), data.batch_size, model.channels and model.dropout, with the
@@ -50,6 +51,8 @@ def results(log_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pruner", default="median", choices=["median", "hyperband"])
+    parser.add_argument("--pruner-setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the pruner under test (not of the unpruned search), e.g. n_startup_trials=3")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -63,7 +66,8 @@ def main() -> None:
     for pruner in pruners:
         log_dir = root / pruner
         log_dir.mkdir(parents=True, exist_ok=True)
-        command = search_command(log_dir, pruner, args.trials, args.epochs, args.seed, args.overrides)
+        settings = [f"hydra.sweeper.pruner.{setting}" for setting in args.pruner_setting] if pruner != "none" else []
+        command = search_command(log_dir, pruner, args.trials, args.epochs, args.seed, [*args.overrides, *settings])
         print(" ".join(command[1:]), file=sys.stderr)
         searches[pruner] = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=(log_dir / "search.log").open("w"),
                                             stderr=subprocess.STDOUT)
