@@ -33,10 +33,10 @@ class PruneTrial(Callback):
         # job's config: Hydra's nodes are read-only, and a storage node's interpolations
         # (${hydra.sweep.dir}) can be resolved only as a plain copy.
         search = OmegaConf.to_container(HydraConfig.get().sweeper, resolve=True)
-        study = optuna.load_study(study_name=search["study_name"], storage=open_storage(search["storage"]),
-                                  pruner=instantiate(search["pruner"]))
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.trial_number)
-        self.trial = optuna.Trial(study, trial_id)
+        storage = open_storage(search["storage"])
+        study = optuna.load_study(study_name=search["study_name"], storage=storage, pruner=instantiate(search["pruner"]))
+        study_id = storage.get_study_id_from_name(search["study_name"])
+        self.trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial_number is None or trainer.sanity_checking:
