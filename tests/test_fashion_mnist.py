@@ -68,6 +68,7 @@ def test_the_checkpoint_carries_class_names_and_preprocessing_as_plain_values(fa
     assert checkpoint["hyper_parameters"]["preprocessing"] == "product"
 
 
+@pytest.mark.slow
 def test_predict_names_classes_and_prepares_images_as_the_checkpoint_dataset_did(fashion_run, tmp_path):
     run_dir = fashion_run
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -101,6 +102,7 @@ def test_product_preprocessing_fills_the_field_and_digit_preprocessing_a_20_pixe
     assert width(product) == 28 and width(digit) == 20
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_one_epoch_on_real_fashion_mnist_is_far_above_chance(tmp_path):
     result = run_script("train.py", "data=fashion_mnist", f"log_dir={tmp_path}", "trainer=cpu",

@@ -67,6 +67,7 @@ def test_search_space_syntax_becomes_optuna_distributions():
     assert fixed == {"seed": "7"}
 
 
+@pytest.mark.slow
 def test_hopeless_trials_are_pruned_and_folder_metrics_study_and_summary_agree(tiny_data, tmp_path):
     # Learning rates up to 10 wreck training; one completed trial is enough for the median.
     search(tiny_data, tmp_path, "hydra.sweeper.n_trials=5", "hydra.sweeper.sampler.seed=3",
@@ -184,6 +185,7 @@ def test_joblib_and_submitit_workers_share_one_study_without_lost_or_duplicated_
     assert os.path.exists(study_dir(tmp_path) / "optimization_results.yaml")
 
 
+@pytest.mark.slow
 def test_a_journal_file_storage_holds_the_study_for_clusters_on_nfs(tiny_data, tmp_path):
     journal = ("hydra.sweeper.storage={_target_:optuna.storages.JournalStorage,"
                "log_storage:{_target_:optuna.storages.journal.JournalFileBackend,"
