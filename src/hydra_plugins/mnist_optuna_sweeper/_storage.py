@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 from hydra.utils import instantiate
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -25,9 +25,10 @@ def open_storage(spec: Any, attempts: int = 3) -> optuna.storages.BaseStorage:
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(spec, engine_kwargs=engine_kwargs)
-        except OperationalError:
-            # Workers starting together on a new database all create its tables; the losers
-            # fail with "table already exists" and find the tables made when they try again.
+        except (OperationalError, IntegrityError):
+            # Workers starting together on a new database all create its tables and stamp its
+            # schema version; the losers fail ("table already exists", or a duplicate version
+            # row) and find the database ready when they try again.
             if attempt == attempts - 1:
                 raise
             time.sleep(1)
