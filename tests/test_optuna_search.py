@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_ROOT, run_train, train_arguments
 from omegaconf import OmegaConf
+from sqlalchemy import exc as sqlalchemy_exc
 
 optuna = pytest.importorskip("optuna", reason="needs the sweep extra: pip install -e '.[sweep]'")
 from optuna.distributions import (
@@ -23,6 +24,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from hydra_plugins.mnist_optuna_sweeper import _storage
 from hydra_plugins.mnist_optuna_sweeper._search_space import search_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -110,6 +112,17 @@ def one_finished_one_training(log_dir: Path) -> bool:
             and (study_dir(log_dir) / str(running[0]) / ".hydra" / "overrides.yaml").exists())
 
 
+def start_as_from_a_terminal(command: list[str]) -> subprocess.Popen:
+    """The search as a terminal starts it. A shell starts background jobs with Ctrl+C ignored,
+    and a child inherits an ignored signal: a test run started that way would hand that on.
+    A handler, unlike an ignored signal, is reset to the default in the child."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl_c"])
 def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_path, stop):
@@ -120,10 +133,7 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
                  "trainer.max_epochs=4", *heartbeat]
     command = [sys.executable, str(PROJECT_ROOT / "train.py"),
                *train_arguments(tiny_data, tmp_path, *overrides, multirun=True)]
-    # As from a terminal: a shell starts background jobs with Ctrl+C ignored, and a test run
-    # started that way would hand that on to the search.
-    with subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as first:
+    with start_as_from_a_terminal(command) as first:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not one_finished_one_training(tmp_path):
             time.sleep(0.5)
@@ -199,3 +209,25 @@ def test_a_journal_file_storage_holds_the_study_for_clusters_on_nfs(tiny_data, t
     assert len(trials) == 3 and all(trial.state in FINISHED for trial in trials)
     for trial in trials:  # each job reported its validations to the journal, for the pruner
         assert len(trial.intermediate_values) == trial_metrics(tmp_path, trial.number)["epochs"] >= 1
+
+
+@pytest.mark.parametrize("lost_race", [
+    sqlalchemy_exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists")),
+    sqlalchemy_exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed")),
+], ids=["tables", "schema_version"])
+def test_a_worker_that_loses_the_race_to_create_a_new_sqlite_study_tries_again(tmp_path, monkeypatch, lost_race):
+    # Two workers opening a new database at once: the one whose writes collide is told so once.
+    opened = []
+    real_storage = optuna.storages.RDBStorage
+
+    def collide_first(url, **kwargs):
+        opened.append(url)
+        if len(opened) == 1:
+            raise lost_race
+        return real_storage(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", collide_first)
+    monkeypatch.setattr(_storage.time, "sleep", lambda seconds: None)
+    storage = _storage.open_storage(f"sqlite:///{tmp_path}/study/study.db")
+    assert len(opened) == 2 and isinstance(storage, real_storage)
+    assert (tmp_path / "study" / "study.db").exists()
