@@ -91,7 +91,7 @@ def markdown(jobs: list[Job], keys: list[str], sweep_dir: Path) -> str:
         return f"{value:.2%}" if "acc" in metric else f"{value:.4f}" if metric == "test/loss" else str(value)
 
     common = [f"{key}={short_value(value)}" for key, value in jobs[0].values.items() if key not in keys]
-    failed = [job.name for job in jobs if job.status != "completed"]
+    failed = [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]
     header = ["job", *keys, *METRICS, "status"]
     lines = [f"# Sweep {sweep_dir.name}: {len(jobs)} jobs, {len(failed)} not completed", "",
              f"Every job: `{' '.join(common)}`" if common else "Every job: the defaults", "",
@@ -102,7 +102,7 @@ def markdown(jobs: list[Job], keys: list[str], sweep_dir: Path) -> str:
                                          *(cell(metric, row[metric]) for metric in METRICS),
                                          row["status"]]) + " |")
     if failed:
-        lines += ["", f"Not completed: jobs {', '.join(failed)}; their folders' train.log say why."]
+        lines += ["", f"Not completed: jobs {', '.join(failed)}; each folder's train.log says why."]
     return "\n".join(lines) + "\n"
 
 
