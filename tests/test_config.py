@@ -147,8 +147,8 @@ def test_optuna_search_maximises_over_lr_batch_size_channels_and_dropout(tmp_pat
     assert cfg.callbacks.prune_trial.trial_number is None  # a plain run with the preset prunes nothing
 
 
-@pytest.mark.parametrize("pruner, target", [("median", "MedianPruner"), ("hyperband", "HyperbandPruner"),
-                                            ("none", "NopPruner")])
+@pytest.mark.parametrize("pruner, target", [("median", "MedianPruner"), ("percentile", "PercentilePruner"),
+                                            ("hyperband", "HyperbandPruner"), ("none", "NopPruner")])
 def test_every_pruner_option_builds_its_optuna_pruner(pruner, target):
     optuna = pytest.importorskip("optuna", reason="needs pip install -e '.[sweep]'")
     cfg = compose("train", overrides=["hparams_search=optuna", f"hydra/sweeper/pruner={pruner}"],
