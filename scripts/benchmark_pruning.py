@@ -1,4 +1,4 @@
-"""What pruning saves: the same Optuna search with the median pruner and without, side by side.
+"""What pruning saves: the same Optuna search with a pruner (the median by default) and without, side by side.
 
     python scripts/benchmark_pruning.py                              # 20 trials of 3 epochs each
     python scripts/benchmark_pruning.py +trainer.limit_train_batches=0.05   # a shorter version
