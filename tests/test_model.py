@@ -68,3 +68,13 @@ def test_two_convs_per_block_with_a_global_pool_head(batch_norm):
 def test_convs_per_block_must_be_a_positive_integer():
     with pytest.raises(ValueError, match="model.convs_per_block=0 must be an integer >= 1"):
         CNN(convs_per_block=0)
+
+
+def test_a_hidden_layer_sits_between_the_features_and_the_class_layer():
+    net = CNN(channels=[8, 16], dropout=0.3, hidden_units=32, num_classes=7)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(16 * 7 * 7, 32), (32, 7)]
+    assert isinstance(net.classifier[3], torch.nn.Dropout)  # on the hidden units, not on the features
+    assert net(torch.randn(3, 1, 28, 28)).shape == (3, 7)
+    with pytest.raises(ValueError, match="model.hidden_units=0 must be an integer >= 1"):
+        CNN(hidden_units=0)

@@ -1,4 +1,4 @@
-"""The convolutional network: a stack of conv blocks and one linear classifier."""
+"""The convolutional network: a stack of conv blocks and a linear classifier."""
 
 from collections.abc import Sequence
 
@@ -15,7 +15,9 @@ class CNN(nn.Module):
 
     `convs_per_block` > 1 puts that many convolutions (each but the last followed by its own
     batch norm and ReLU) before a block's pooling; `global_pool` averages each channel over
-    the last block's image, so the Linear layer sees one value per channel.
+    the last block's image, so the Linear layer sees one value per channel. `hidden_units`
+    puts a hidden Linear layer of that width (with ReLU, then the dropout) before the last one:
+    capacity that costs little compute next to the convolutions.
 
     `channels_last` and `compile` change how the net runs, never what it computes.
     """
@@ -23,7 +25,7 @@ class CNN(nn.Module):
     def __init__(self, channels: Sequence[int] = (32, 64), kernel_size: int = 3,
                  num_classes: int = 10, dropout: float = 0.0, batch_norm: bool = False,
                  channels_last: bool = True, compile: bool = False, convs_per_block: int = 1,
-                 global_pool: bool = False):
+                 global_pool: bool = False, hidden_units: int | None = None):
         super().__init__()
         if isinstance(channels, (str, int)):
             raise TypeError(f"model.channels={channels!r} must be a list of widths, e.g. [32,64]")
@@ -38,6 +40,8 @@ class CNN(nn.Module):
             raise ValueError(f"model.dropout={dropout} must be in [0, 1)")
         if not isinstance(convs_per_block, int) or convs_per_block < 1:
             raise ValueError(f"model.convs_per_block={convs_per_block} must be an integer >= 1")
+        if hidden_units is not None and (not isinstance(hidden_units, int) or hidden_units < 1):
+            raise ValueError(f"model.hidden_units={hidden_units} must be an integer >= 1, or null for no hidden layer")
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"model.num_classes={num_classes} must be at least 2")
 
@@ -66,11 +70,13 @@ class CNN(nn.Module):
             blocks.append(nn.AdaptiveAvgPool2d(1))
             size = 1
         self.features = nn.Sequential(*blocks)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-            nn.Linear(in_channels * size * size, num_classes),
-        )
+        dropout_layer = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if hidden_units is None:  # the classic head: its Linear layer keeps its checkpoint key
+            head = [dropout_layer, nn.Linear(in_channels * size * size, num_classes)]
+        else:
+            head = [nn.Linear(in_channels * size * size, hidden_units), nn.ReLU(inplace=True), dropout_layer,
+                    nn.Linear(hidden_units, num_classes)]
+        self.classifier = nn.Sequential(nn.Flatten(), *head)
         # oneDNN's convolutions run fastest on NHWC tensors; Flatten still reads NCHW order,
         # so the Linear layer's weights mean the same in both formats.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
