@@ -11,7 +11,7 @@ MAX_BLOCKS = 4  # each block halves the image: 28 -> 14 -> 7 -> 3 -> 1
 
 class CNN(nn.Module):
     """One block per entry of `channels` (conv, 2x2 max-pool, optional batch norm, ReLU),
-    then optional dropout and a single Linear layer to the classes.
+    then optional dropout and a Linear layer to the classes.
 
     `convs_per_block` > 1 puts that many convolutions (each but the last followed by its own
     batch norm and ReLU) before a block's pooling; `global_pool` averages each channel over
