@@ -26,6 +26,7 @@ from conftest import (
 )
 from omegaconf import OmegaConf
 
+from mnist_cnn.sweep_summary import SweepSummary, read_jobs
 from mnist_cnn.train import torch_threads
 
 SWEEP_EXTRA = "needs the optional sweep plugins: pip install -e '.[sweep]'"
@@ -246,6 +247,29 @@ def test_a_completed_job_without_validation_is_summarised_and_plotted(tiny_data,
     assert png_size(sweep_dir / "summary.png")[0] > 200
     rebuilt = run_script("scripts/summarize.py", str(sweep_dir), timeout_s=120)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+
+
+def test_a_job_without_metrics_is_running_while_its_process_lives_and_failed_once_it_died(tmp_path):
+    # Two workers share an Optuna study's folder: one may end while the other's job still runs.
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    summary = SweepSummary()
+    summary.on_multirun_start(config)
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(["optimizer.lr=0.001"]), tmp_path / "0" / ".hydra" / "overrides.yaml")
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from mnist_cnn.job_lock import job_running\n"
+        "with job_running(Path(sys.argv[1])):\n    print('running', flush=True); time.sleep(600)"),
+        str(tmp_path / "0")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "running"
+        summary.on_multirun_end(config)  # no SystemExit: the job is not this worker's to judge yet
+        assert [job.status for job in read_jobs(tmp_path)] == ["running"]
+    finally:
+        worker.kill()  # SIGKILL: the kernel releases the lock
+        worker.wait()
+    assert [job.status for job in read_jobs(tmp_path)] == ["failed"]
+    with pytest.raises(SystemExit, match="1 of 1 jobs failed: 0"):
+        summary.on_multirun_end(config)
 
 
 # --- parallel jobs -----------------------------------------------------------------------

@@ -31,7 +31,10 @@ def test_results(trainer: L.Trainer, classifier: Classifier) -> dict[str, Any]:
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    # Written aside and renamed: a worker summarising a shared sweep folder never reads half a file.
+    partial = run_dir / "metrics.json.partial"
+    partial.write_text(json.dumps(metrics, indent=2) + "\n")
+    partial.replace(run_dir / "metrics.json")
 
 
 def evaluate(cfg: DictConfig, classifier: Classifier) -> dict[str, Any]:

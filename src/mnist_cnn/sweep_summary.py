@@ -2,7 +2,8 @@
 
 Built from the job folders on disk (`<sweep>/<job>/.hydra/overrides.yaml` and the
 `metrics.json` a finished job writes), so the Hydra callback at the end of a multirun and
-`scripts/summarize.py` give the same result. A job without metrics.json failed; it is
+`scripts/summarize.py` give the same result. A job without metrics.json failed, unless a
+process of it still runs (another worker of a shared Optuna study: `job_lock`); it is
 listed, never dropped. Rows are sorted by val/acc_best: select by validation, report test.
 """
 
@@ -20,6 +21,7 @@ from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_cnn.job_lock import is_running
 from mnist_cnn.overrides import parse_overrides, short_value
 
 log = logging.getLogger(__name__)
@@ -36,10 +38,11 @@ class Job:
     overrides: list[str]  # as Hydra recorded them, e.g. "optimizer.lr=0.001"
     metrics: dict[str, Any]  # empty when the job wrote no metrics.json
     started: float  # when Hydra wrote its .hydra/overrides.yaml, at the job's start (epoch seconds)
+    running: bool  # no metrics.json yet, but a process of the job is alive
 
     @property
     def status(self) -> str:
-        return self.metrics.get("status", "failed")
+        return self.metrics.get("status", "running" if self.running else "failed")
 
     @cached_property
     def values(self) -> dict[str, Any]:
@@ -51,10 +54,11 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     jobs = []
     for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
         folder = overrides_file.parent.parent
+        running = is_running(folder)  # asked before reading metrics.json, which a job writes while running
         metrics_file = folder / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
         jobs.append(Job(str(folder.relative_to(sweep_dir)), list(OmegaConf.load(overrides_file)), metrics,
-                        overrides_file.stat().st_mtime))
+                        overrides_file.stat().st_mtime, running=running and not metrics))
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml): "
                                 "is it the folder of a `python train.py -m ...` sweep?")
@@ -184,7 +188,8 @@ class SweepSummary(Callback):
         if not_completed := [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]:
             log.warning("jobs not completed: %s (see their train.log)", ", ".join(not_completed))
         ran = [job for job in jobs if job.started >= self.started]
-        if failed := [job.name for job in ran if job.status not in RESULTS]:
+        # A job still running belongs to another worker sharing the folder: that worker judges it.
+        if failed := [job.name for job in ran if job.status not in (*RESULTS, "running")]:
             # SystemExit, not an Exception: Hydra turns a callback's exceptions into warnings.
             raise SystemExit(f"sweep failed: {len(failed)} of {len(ran)} jobs failed: {', '.join(failed)} "
                              f"(their train.log in {sweep_dir} says why)")

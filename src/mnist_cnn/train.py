@@ -5,6 +5,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from mnist_cnn.config import ConfigError, check_config, register_resolvers, run_
 from mnist_cnn.console import quiet_library_notices
 from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results, write_metrics
+from mnist_cnn.job_lock import job_running
 from mnist_cnn.mnist_files import MNISTFilesError
 from mnist_cnn.resume import (
     SNAPSHOT,
@@ -228,33 +230,35 @@ def run(cfg: DictConfig) -> float | None:
     quiet_library_notices()
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
-    try:
-        if metrics := completed_run_metrics(run_dir):  # a requeued job that had finished
-            log.info("%s", nothing_to_resume(run_dir, metrics))
-            return metrics.get("val/acc_best")
-        resume_from = checkpoint_to_resume(cfg, run_dir)
-        # A folder that held a config snapshot before this process started is an earlier
-        # run's (resumed, or requeued by a cluster): continue with that run's config.
-        continues_earlier_run = hydra_config.output_subdir not in (None, SNAPSHOT)
-        if resume_from or continues_earlier_run:
-            cfg = resumed_config(run_dir, list(hydra_config.overrides.task))
-        check_config(cfg)
-        # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
-        return train(cfg, run_dir, resume_from).get("val/acc_best")
-    except Exception as error:
-        if hydra_config.mode == RunMode.MULTIRUN:
-            # Hydra 1.3's sweepers stop the whole sweep at the first job that raised, and skip
-            # its summary; instead the job is logged here, the summary lists it, and the sweep
-            # exits non-zero once every job has run (SweepSummary).
-            if isinstance(error, TrainingDiverged):  # a result (metrics.json says diverged), not a failure
-                log.warning("%s", error)
-            else:
-                log.exception("job failed; the sweep goes on")
-            return None  # Optuna records the trial as failed
-        if isinstance(error, USER_ERRORS) and os.environ.get("HYDRA_FULL_ERROR") != "1":
-            log.error("%s", error)  # the message says it all; HYDRA_FULL_ERROR=1 shows the trace
-            raise SystemExit(1) from None
-        raise
+    # A sweep job: another worker summarising a shared sweep folder sees it running, not failed.
+    with job_running(run_dir) if hydra_config.mode == RunMode.MULTIRUN else nullcontext():
+        try:
+            if metrics := completed_run_metrics(run_dir):  # a requeued job that had finished
+                log.info("%s", nothing_to_resume(run_dir, metrics))
+                return metrics.get("val/acc_best")
+            resume_from = checkpoint_to_resume(cfg, run_dir)
+            # A folder that held a config snapshot before this process started is an earlier
+            # run's (resumed, or requeued by a cluster): continue with that run's config.
+            continues_earlier_run = hydra_config.output_subdir not in (None, SNAPSHOT)
+            if resume_from or continues_earlier_run:
+                cfg = resumed_config(run_dir, list(hydra_config.overrides.task))
+            check_config(cfg)
+            # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
+            return train(cfg, run_dir, resume_from).get("val/acc_best")
+        except Exception as error:
+            if hydra_config.mode == RunMode.MULTIRUN:
+                # Hydra 1.3's sweepers stop the whole sweep at the first job that raised, and skip
+                # its summary; instead the job is logged here, the summary lists it, and the sweep
+                # exits non-zero once every job has run (SweepSummary).
+                if isinstance(error, TrainingDiverged):  # a result (metrics.json says diverged), not a failure
+                    log.warning("%s", error)
+                else:
+                    log.exception("job failed; the sweep goes on")
+                return None  # Optuna records the trial as failed
+            if isinstance(error, USER_ERRORS) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                log.error("%s", error)  # the message says it all; HYDRA_FULL_ERROR=1 shows the trace
+                raise SystemExit(1) from None
+            raise
 
 
 def main(config_dir: Path) -> None:
