@@ -15,10 +15,13 @@ from conftest import (
 from hydra import compose, initialize_config_dir
 
 from mnist_cnn.config import register_resolvers
+from mnist_cnn.job_lock import LOCK_FILE
 
 DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
 # What one run folder holds: rank 0's files only, no second snapshot or log of another rank.
 RUN_FOLDER = {".hydra", "checkpoints", "figures", "metrics.json", "train.log", "hparams.yaml"}
+# A sweep job keeps its hparams.yaml beside its events, and holds a lock while it runs.
+SWEEP_JOB_FOLDER = RUN_FOLDER - {"hparams.yaml"} | {LOCK_FILE}
 
 
 def run_folder_entries(run_dir: Path) -> set[str]:
@@ -73,7 +76,7 @@ def test_ddp_inside_a_sweep_gives_each_job_exactly_one_run_folder(odd_tiny_data,
                                                      "summary.png"}
     for job in ("0", "1"):
         # A sweep job's events (and hparams.yaml) go into one subfolder named by its overrides.
-        [tensorboard_run] = run_folder_entries(sweep_dir / job) - (RUN_FOLDER - {"hparams.yaml"})
+        [tensorboard_run] = run_folder_entries(sweep_dir / job) - SWEEP_JOB_FOLDER
         assert ("lr=0.001" if job == "0" else "lr=0.003") in tensorboard_run.split(",")
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
         assert metrics["world_size"] == 2 and metrics["test_images"] == odd_tiny_data.test_size
@@ -92,7 +95,7 @@ def test_ddp_inside_a_sweep_preset_runs_each_rank_as_a_single_job(odd_tiny_data,
     assert {p.name for p in sweep_dir.iterdir()} == {"0", "1", "multirun.yaml", "summary.csv", "summary.md",
                                                      "summary.png"}
     for job in ("0", "1"):
-        assert {p.name for p in (sweep_dir / job).iterdir()} >= RUN_FOLDER - {"hparams.yaml"}
+        assert {p.name for p in (sweep_dir / job).iterdir()} >= SWEEP_JOB_FOLDER
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["world_size"] == 2
 
