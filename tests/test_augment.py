@@ -77,7 +77,31 @@ def test_a_flip_mirrors_left_and_right():
     assert any(torch.allclose(m, image.float(), atol=1e-3) for m in mirrored)
 
 
-@pytest.mark.parametrize("setting", [{"rotation_deg": -1}, {"translation": 1.0}, {"scale": 1.5}])
+def shifted(image: torch.Tensor, down: int, right: int) -> torch.Tensor:
+    """The image moved by whole pixels, the uncovered border black."""
+    moved = torch.zeros(image.shape)
+    height, width = image.shape
+    moved[max(down, 0):height + min(down, 0), max(right, 0):width + min(right, 0)] = \
+        image[max(-down, 0):height + min(-down, 0), max(-right, 0):width + min(-right, 0)].float()
+    return moved
+
+
+def test_nearest_shifts_move_whole_pixels_like_a_random_crop():
+    images = digits(32)
+    crops = RandomAffine(rotation_deg=0, translation=0.1, scale=0, horizontal_flip=False,
+                         interpolation="nearest")(images, seed=5)
+    reach = range(-3, 4)  # 10% of 28 pixels, rounded to whole pixels
+    moves = [next(((down, right) for down in reach for right in reach
+                   if torch.equal(crop, shifted(image, down, right))), None)
+             for crop, image in zip(crops, images)]
+    assert None not in moves, "every image is its original moved by whole pixels, no pixel blended"
+    assert len(set(moves)) > 5, "the shifts differ from image to image"
+    blurred = RandomAffine(rotation_deg=0, translation=0.1, scale=0, horizontal_flip=False)(images, seed=5)
+    assert not torch.equal(blurred, crops), "bilinear shifts by fractions of a pixel blend neighbours"
+
+
+@pytest.mark.parametrize("setting", [{"rotation_deg": -1}, {"translation": 1.0}, {"scale": 1.5},
+                                     {"interpolation": "bicubic"}])
 def test_out_of_range_settings_are_rejected_naming_the_key(setting):
     with pytest.raises(ValueError, match=f"data.augment.{next(iter(setting))}="):
         RandomAffine(**{**AFFINE, **setting})
