@@ -93,16 +93,28 @@ def textbook_net(project_net: nn.Module, model: DictConfig) -> nn.Module:
     format. It takes the project's weights, which also proves the two are the same net.
     With batch norm, which the project applies after the pooling, the blocks keep the
     project's order (conv, pool, batch norm, ReLU): the textbook's computes another function."""
+    kernel_size, batch_norm = model.kernel_size, model.batch_norm
     layers, in_channels = [], 1
     for width in model.channels:
-        layers += [nn.Conv2d(in_channels, width, model.kernel_size, padding=model.kernel_size // 2,
-                             bias=not model.batch_norm),
-                   *([nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.ReLU()] if model.batch_norm
+        for _ in range(model.convs_per_block - 1):  # VGG-style: conv, batch norm, ReLU
+            layers += [nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=not batch_norm),
+                       *([nn.BatchNorm2d(width)] if batch_norm else []), nn.ReLU()]
+            in_channels = width
+        layers += [nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=not batch_norm),
+                   *([nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.ReLU()] if batch_norm
                      else [nn.ReLU(), nn.MaxPool2d(2)])]
         in_channels = width
     size = 28 // 2 ** len(model.channels)
-    net = nn.Sequential(*layers, nn.Flatten(), *([nn.Dropout(model.dropout)] if model.dropout else []),
-                        nn.Linear(in_channels * size * size, model.num_classes))
+    if model.global_pool:
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        size = 1
+    dropout = [nn.Dropout(model.dropout)] if model.dropout else []
+    if model.hidden_units is None:
+        head = [*dropout, nn.Linear(in_channels * size * size, model.num_classes)]
+    else:
+        head = [nn.Linear(in_channels * size * size, model.hidden_units), nn.ReLU(), *dropout,
+                nn.Linear(model.hidden_units, model.num_classes)]
+    net = nn.Sequential(*layers, nn.Flatten(), *head)
     # strict: any difference in parameters or their shapes raises
     net.load_state_dict(dict(zip(net.state_dict(), project_net.state_dict().values(), strict=True)))
     return net
