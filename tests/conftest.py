@@ -1,6 +1,7 @@
 """Shared test helpers: tiny synthetic MNIST-format datasets and `python train.py` runs."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import struct
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -110,6 +112,14 @@ def run_script(script: str, *arguments: str, timeout_s: int = 300, env: dict | N
     """`python <script> <arguments>` as a user types it, with the project's scripts."""
     return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *arguments], cwd=cwd, check=False,
                           capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})})
+
+
+def import_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module, for testing its functions without running it."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def train_arguments(tiny: TinyData, log_dir: Path, *overrides: str, multirun: bool = False) -> list[str]:

@@ -1,11 +1,10 @@
 """scripts/gpu_check.py's CPU dry run: the code a GPU machine runs, on tiny data, a few batches a run."""
 
-import importlib.util
 import json
 
 import pytest
 import torch
-from conftest import PROJECT_ROOT, run_script
+from conftest import import_script, run_script
 
 
 @pytest.mark.slow
@@ -33,9 +32,7 @@ def test_without_a_gpu_the_real_check_refuses_and_names_the_dry_run():
 
 
 def test_resident_data_check_reads_the_size_of_every_host_to_device_copy(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_check", PROJECT_ROOT / "scripts" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = import_script("gpu_check")
     trace = tmp_path / "trace.json"  # the shape of a CUDA profiler's chrome trace
     trace.write_text(json.dumps({"traceEvents": [
         {"cat": "gpu_memcpy", "name": "Memcpy HtoD (Pageable -> Device)", "args": {"bytes": 1024}},

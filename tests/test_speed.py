@@ -1,6 +1,5 @@
 """The speed switches change how the net runs, never what it predicts; the benchmark runs."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,8 +8,9 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIG_DIR, PROJECT_ROOT, learnable_digits
+from conftest import CONFIG_DIR, PROJECT_ROOT, import_script, learnable_digits
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from mnist_cnn.classifier import Classifier
@@ -152,14 +152,12 @@ def test_fast_preset_validates_once_at_its_last_epoch_whatever_the_epochs():
 
 @pytest.mark.parametrize("preset", [None, "fast", "best", "fashion"])
 def test_the_benchmarks_textbook_net_is_each_presets_net(preset, fixed_batch):
-    spec = importlib.util.spec_from_file_location("benchmark", PROJECT_ROOT / "scripts" / "benchmark.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = import_script("benchmark")
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}"] if preset else [])
     torch.manual_seed(0)
-    project_net = CNN(**{key: value for key, value in cfg.model.items() if key != "_target_"}).eval()
+    project_net = instantiate(cfg.model).eval()
     textbook = benchmark.textbook_net(project_net, cfg.model).eval()
     assert torch.allclose(textbook(fixed_batch), project_net(fixed_batch), atol=1e-5)
 
