@@ -1,5 +1,6 @@
 """How an app runs on a checkout's configs, the resolvers they use, and the checks they must pass."""
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,13 @@ from mnist_cnn.resume import (
 )
 
 
+# The checkout whose script the user ran: its logs/ and data/ go with its configs. run_app
+# knows it before Hydra composes anything, and the environment carries it to every process a
+# run starts (joblib and submitit workers, DDP ranks). HydraConfig cannot: Hydra resolves a
+# sweep's folder before it sets HydraConfig (Hydra issue #1786).
+PROJECT_ROOT_VARIABLE = "MNIST_CNN_PROJECT_ROOT"
+
+
 class ConfigError(ValueError):
     """A setting is out of range or of the wrong type; the message names the key and the fix."""
 
@@ -46,14 +54,17 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
 def run_app(task: Callable[[DictConfig], Any], config_dir: Path, config_name: str) -> Any:
     """Run `task` as a Hydra app on `config_name` from `config_dir`: the conf/ folder of the
     checkout whose script the user ran, wherever the package itself is installed."""
+    os.environ[PROJECT_ROOT_VARIABLE] = str(config_dir.resolve().parent)
     return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
 
 
 def project_root() -> str:
-    """The checkout whose conf/ this run was composed from: its logs/ and data/ go with its configs."""
-    [config_dir] = [source.path for source in HydraConfig.get().runtime.config_sources
-                    if source.provider == "main"]
-    return str(Path(config_dir).parent)
+    """The checkout whose conf/ this run was composed from, as run_app recorded it."""
+    try:
+        return os.environ[PROJECT_ROOT_VARIABLE]
+    except KeyError:
+        raise ConfigError(f"{PROJECT_ROOT_VARIABLE} is not set: start runs through a checkout's train.py "
+                          "or eval.py, or set log_dir and data.data_dir") from None
 
 
 def job_label() -> str:
