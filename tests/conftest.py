@@ -4,6 +4,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -13,13 +14,23 @@ from types import ModuleType
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from PIL import Image, ImageDraw
 
-from mnist_cnn.mnist_files import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
+from mnist_cnn.config import record_project_root, register_resolvers
+from mnist_cnn.mnist_files import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    raw_dir_of,
+)
 
 # The checkout under test: its scripts, its conf/ (and so the default logs/ and data/ beside it).
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "conf"
+record_project_root(CONFIG_DIR)  # as the scripts do: configs composed here resolve to this checkout's paths
 
 
 def write_idx(path: Path, values: torch.Tensor) -> str:
@@ -105,6 +116,48 @@ def make_tiny_data(root: Path, train_size: int = 400, test_size: int = 150, val_
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> TinyData:
     return make_tiny_data(tmp_path_factory.mktemp("tiny"))
+
+
+def copy_checkout(destination: Path) -> Path:
+    """A fresh clone of this checkout: its files as they are now, committed or not, less what git ignores."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=PROJECT_ROOT,
+                            check=True, capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (PROJECT_ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, destination / name)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def real_mnist_dir() -> Path:
+    """The real MNIST files in this checkout's data/, fetched on first use as a first run fetches them."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        data = instantiate(compose("train").data)
+    data.prepare_data()
+    return raw_dir_of(data.data_dir, data.dataset)
+
+
+@pytest.fixture
+def user_checkout(tmp_path, real_mnist_dir) -> Path:
+    """A fresh clone as a user has it after the first run fetched MNIST into its data/."""
+    checkout = copy_checkout(tmp_path / "mnist-cnn")
+    raw_dir = raw_dir_of(checkout / "data")
+    raw_dir.mkdir(parents=True)
+    for file in real_mnist_dir.iterdir():
+        os.link(file, raw_dir / file.name)  # the same bytes, without a copy
+    return checkout
+
+
+def run_in_checkout(checkout: Path, command: list[str], timeout_s: int = 600) -> subprocess.CompletedProcess:
+    """`command` as a user types it in `checkout`; `python` is this environment's, importing the
+    checkout's own package (as its editable install would)."""
+    if command[0] == "python":
+        command = [sys.executable, *command[1:]]
+    env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    return subprocess.run(command, cwd=checkout, check=False, capture_output=True, text=True, timeout=timeout_s,
+                          env=env)
 
 
 def run_script(script: str, *arguments: str, timeout_s: int = 300, env: dict | None = None,

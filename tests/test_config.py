@@ -90,8 +90,7 @@ def test_overrides_users_type_reach_their_keys():
 
 
 def test_logs_and_data_belong_to_the_checkout_whose_configs_compose_the_run():
-    cfg = compose("train", return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # as Hydra does before a run resolves its config
+    cfg = compose("train")
     assert cfg.data.data_dir == str(CONFIG_DIR.parent / "data")
     assert cfg.log_dir == str(CONFIG_DIR.parent / "logs")
 

@@ -9,20 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, only_run_dir
+from conftest import PROJECT_ROOT, copy_checkout, only_run_dir
 
 pytestmark = pytest.mark.slow
-
-
-def copy_checkout(destination: Path) -> Path:
-    """A second clone of this checkout: its tracked files as they are now."""
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT_ROOT, check=True, capture_output=True,
-                             text=True).stdout.split("\0")
-    for name in filter(None, tracked):
-        if (PROJECT_ROOT / name).is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(PROJECT_ROOT / name, destination / name)
-    return destination
 
 
 def train_debug(checkout: Path, tiny_data, python_path: Path) -> subprocess.CompletedProcess:

@@ -20,19 +20,6 @@ def test_default_is_two_conv_layers_and_one_linear_layer():
     assert len(linears) == 1 and linears[0].in_features == 64 * 7 * 7
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"channels": []}, "1 to 4 widths"),
-    ({"channels": [8, 8, 8, 8, 8]}, "1 to 4 widths"),
-    ({"channels": [8, 0]}, "integer >= 1"),
-    ({"kernel_size": 29}, "kernel_size=29"),
-    ({"kernel_size": 4}, "must be odd"),
-    ({"dropout": 1.0}, "dropout=1.0"),
-])
-def test_bad_settings_raise_a_clear_value_error(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        CNN(**kwargs)
-
-
 def test_pooling_before_the_relu_computes_what_the_textbook_order_computes():
     torch.manual_seed(0)
     net = CNN(channels=[8, 16]).double()
@@ -65,16 +52,9 @@ def test_two_convs_per_block_with_a_global_pool_head(batch_norm):
     assert net(torch.randn(3, 1, 28, 28)).shape == (3, 7)
 
 
-def test_convs_per_block_must_be_a_positive_integer():
-    with pytest.raises(ValueError, match="model.convs_per_block=0 must be an integer >= 1"):
-        CNN(convs_per_block=0)
-
-
 def test_a_hidden_layer_sits_between_the_features_and_the_class_layer():
     net = CNN(channels=[8, 16], dropout=0.3, hidden_units=32, num_classes=7)
     linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     assert [(layer.in_features, layer.out_features) for layer in linears] == [(16 * 7 * 7, 32), (32, 7)]
     assert isinstance(net.classifier[3], torch.nn.Dropout)  # on the hidden units, not on the features
     assert net(torch.randn(3, 1, 28, 28)).shape == (3, 7)
-    with pytest.raises(ValueError, match="model.hidden_units=0 must be an integer >= 1"):
-        CNN(hidden_units=0)

@@ -16,12 +16,9 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from mnist_cnn.checkpoint_io import AtomicCheckpointIO
-from mnist_cnn.config import (
-    ConfigError,
-    check_config,
-    register_resolvers,
-)
+from mnist_cnn.config import register_resolvers
 from mnist_cnn.resume import new_run_dir
+from mnist_cnn.schema import ConfigError, check_config
 from mnist_cnn.stopping import CheckpointOnInterrupt, StopOnDivergence, TrainingDiverged
 
 
@@ -74,10 +71,27 @@ def composed():
     ("threads=0", "threads"),
     ("reuse_freed_memory=maybe", "reuse_freed_memory"),
     ("trainer.use_distributed_sampler=true", "trainer.use_distributed_sampler"),
+    ("model.channels=[8,8,8,8,8]", "model.channels"),
+    ("model.kernel_size=29", "model.kernel_size"),
+    ("model.kernel_size=4", "model.kernel_size"),
+    ("model.convs_per_block=0", "model.convs_per_block"),
+    ("model.hidden_units=0", "model.hidden_units"),
+    ("experiment=best data.augment.rotation_deg=-1", "data.augment.rotation_deg"),
+    ("experiment=best data.augment.translation=1.0", "data.augment.translation"),
+    ("experiment=best data.augment.scale=1.5", "data.augment.scale"),
+    ("experiment=fashion data.augment.interpolation=bicubic", "data.augment.interpolation"),
+    ("+data.augment.rotation=10", "data.augment"),
 ])
 def test_config_check_names_the_bad_key(composed, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        check_config(composed(override))
+        check_config(composed(*override.split()))
+
+
+@pytest.mark.parametrize("preset", sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("option", ["data=fashion_mnist", "optimizer=sgd", "scheduler=onecycle", "trainer=ddp",
+                                    "debug=profiler", "hparams_search=optuna"])
+def test_every_preset_and_option_passes_the_check(composed, preset, option):
+    check_config(composed(f"experiment={preset}", option))
 
 
 def test_default_config_passes_the_check(composed):

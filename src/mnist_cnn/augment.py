@@ -29,15 +29,7 @@ class RandomAffine:
 
     def __init__(self, rotation_deg: float, translation: float, scale: float, horizontal_flip: bool,
                  interpolation: str = "bilinear"):
-        if not 0 <= rotation_deg <= 180:
-            raise ValueError(f"data.augment.rotation_deg={rotation_deg} must be between 0 and 180")
-        if not 0 <= translation < 1:
-            raise ValueError(f"data.augment.translation={translation} must be in [0, 1) (a fraction of the image)")
-        if not 0 <= scale < 1:
-            raise ValueError(f"data.augment.scale={scale} must be in [0, 1) (e.g. 0.1: sizes 90% to 110%)")
         self.rotation_deg, self.translation, self.scale = rotation_deg, translation, scale
-        if interpolation not in ("bilinear", "nearest"):
-            raise ValueError(f"data.augment.interpolation={interpolation!r} must be 'bilinear' or 'nearest'")
         self.horizontal_flip, self.interpolation = horizontal_flip, interpolation
 
     def __call__(self, images: torch.Tensor, seed: int) -> torch.Tensor:

@@ -9,6 +9,9 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+# No space left, and a disk quota exceeded (common on clusters' shared file systems).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 class DiskFullError(RuntimeError):
     """A checkpoint did not fit on its disk; the message names the last one that did."""
@@ -38,10 +41,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(file.fileno())
             os.replace(temporary, path)  # atomic within one file system
         except OSError as error:
-            if error.errno != errno.ENOSPC:
+            if error.errno not in DISK_FULL:
                 raise
             temporary.unlink(missing_ok=True)  # frees the space before anything else is written
-            raise DiskFullError(f"no space left on device while writing {path}; "
+            raise DiskFullError(f"{error.strerror.lower()} while writing {path}; "
                                 f"{last_complete_checkpoint(path.parent)}") from error
         finally:
             temporary.unlink(missing_ok=True)

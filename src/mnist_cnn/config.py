@@ -1,19 +1,16 @@
-"""How an app runs on a checkout's configs, the resolvers they use, and the checks they must pass."""
+"""How an app runs on a checkout's configs, and the resolvers they use."""
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_cnn.classifier import RUN_LENGTH_ARGUMENT
+from mnist_cnn.console import exit_with
 from mnist_cnn.overrides import keys_swept_by, overrides_label
 from mnist_cnn.resume import (
     ResumeError,
@@ -23,7 +20,7 @@ from mnist_cnn.resume import (
     run_dir_for,
     snapshot_subdir,
 )
-
+from mnist_cnn.schema import ConfigError
 
 # The checkout whose script the user ran: its logs/ and data/ go with its configs. run_app
 # knows it before Hydra composes anything, and the environment carries it to every process a
@@ -32,18 +29,15 @@ from mnist_cnn.resume import (
 PROJECT_ROOT_VARIABLE = "MNIST_CNN_PROJECT_ROOT"
 
 
-class ConfigError(ValueError):
-    """A setting is out of range or of the wrong type; the message names the key and the fix."""
-
-
+# Hydra resolves the run folder before the app starts, and would bury these messages in a
+# long traceback: the two resolvers say them in one line instead.
 def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) -> str:
-    # Hydra resolves the run folder before the app starts, and would bury this message
-    # in a long traceback: say it in one line instead.
     try:
         run_dir = run_dir_for(log_dir, ckpt_path, resume)
     except ResumeError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        exit_with(str(error))
+    except OSError as error:
+        exit_with(unwritable(error))
     # Resuming a finished run would test its last weights again and overwrite its results.
     if (ckpt_path or resume) and (metrics := completed_run_metrics(Path(run_dir))):
         print(nothing_to_resume(Path(run_dir), metrics))
@@ -51,11 +45,27 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
     return run_dir
 
 
+def _new_run_dir_or_exit(parent: str) -> str:
+    try:
+        return new_run_dir(parent)
+    except OSError as error:
+        exit_with(unwritable(error))
+
+
+def unwritable(error: OSError) -> str:
+    return f"cannot create the folder {error.filename} ({error.strerror}): set log_dir=<a folder you can write to>"
+
+
 def run_app(task: Callable[[DictConfig], Any], config_dir: Path, config_name: str) -> Any:
     """Run `task` as a Hydra app on `config_name` from `config_dir`: the conf/ folder of the
     checkout whose script the user ran, wherever the package itself is installed."""
-    os.environ[PROJECT_ROOT_VARIABLE] = str(config_dir.resolve().parent)
+    record_project_root(config_dir)
     return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
+
+
+def record_project_root(config_dir: Path) -> None:
+    """Make the checkout of `config_dir` the project root of this process and those it starts."""
+    os.environ[PROJECT_ROOT_VARIABLE] = str(config_dir.resolve().parent)
 
 
 def project_root() -> str:
@@ -85,53 +95,6 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("job_label", job_label, replace=True)
     # Cached: Hydra resolves its run folder more than once, and the folder is made only once.
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver("new_run_dir", new_run_dir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("new_run_dir", _new_run_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("snapshot_subdir", snapshot_subdir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("len", len, replace=True)
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# key -> (test, what the key allows)
-RULES = {
-    "seed": (_is_integer, "an integer"),
-    "optimizer.lr": (lambda v: _is_number(v) and v > 0, "a number > 0, e.g. 0.001"),
-    "optimizer.weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "data.batch_size": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1, e.g. 128"),
-    "data.val_size": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1, e.g. 5000"),
-    "data.num_workers": (lambda v: _is_integer(v) and v >= 0, "an integer >= 0"),
-    "trainer.max_epochs": (lambda v: _is_integer(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 for no limit"),
-    "threads": (lambda v: v is None or (_is_integer(v) and v >= 1), "an integer >= 1, or null for the cores / parallel jobs"),
-    "reuse_freed_memory": (lambda v: isinstance(v, bool), "true or false"),
-    "trainer.use_distributed_sampler": (
-        lambda v: v is False,
-        "false: MNISTDataModule deals each rank its own batches, which Lightning's sampler would split again"),
-}
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Reject bad settings before any work is done, naming the key and what it allows."""
-    for key, (is_allowed, allowed) in RULES.items():
-        value = OmegaConf.select(cfg, key)
-        if not is_allowed(value):
-            raise ConfigError(f"{key}={value!r} is not allowed: it must be {allowed}")
-    check_run_length(cfg)
-    try:
-        instantiate(cfg.model)  # the model checks its own settings; building it is cheap
-    except InstantiationException as error:
-        raise ConfigError(str(error.__cause__ or error)) from error
-
-
-def check_run_length(cfg: DictConfig) -> None:
-    """A schedule that spans the run (cosine, one-cycle) needs the run to end."""
-    scheduler = OmegaConf.select(cfg, "scheduler._target_")
-    no_step_limit = OmegaConf.select(cfg, "trainer.max_steps", default=-1) in (-1, None)
-    if scheduler in RUN_LENGTH_ARGUMENT and cfg.trainer.max_epochs == -1 and no_step_limit:
-        raise ConfigError(f"trainer.max_epochs=-1 (no limit) gives {scheduler.rsplit('.', 1)[-1]} no run length "
-                          "to span: set trainer.max_epochs or +trainer.max_steps, or use scheduler=none")

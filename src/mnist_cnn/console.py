@@ -2,7 +2,9 @@
 libraries print about themselves."""
 
 import logging
+import sys
 import warnings
+from typing import NoReturn
 
 
 class _DropMessages(logging.Filter):
@@ -26,3 +28,9 @@ def quiet_library_notices() -> None:
     # Lightning's own pytree helper still uses the LeafSpec that torch deprecates.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+
+
+def exit_with(message: str) -> NoReturn:
+    """Stop with one line naming what is wrong and the fix: exit status 1, no traceback."""
+    print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(1)

@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mnist_cnn.augment import RandomAffine, batch_seed
-from mnist_cnn.config import ConfigError
 from mnist_cnn.mnist_files import (
     TEST_IMAGES,
     TEST_LABELS,
@@ -28,6 +27,7 @@ from mnist_cnn.mnist_files import (
     ensure_mnist_files,
     raw_dir_of,
 )
+from mnist_cnn.schema import ConfigError
 
 # Mean and standard deviation of the MNIST training pixels, scaled to [0, 1].
 PIXEL_MEAN = 0.1307

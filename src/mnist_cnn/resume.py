@@ -145,6 +145,35 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     return config
 
 
-def steps_done(ckpt_path: Path) -> int:
-    """The optimizer steps a checkpoint has taken: where its run's logs continue."""
-    return torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
+# What a checkpoint needs to continue a run: the weights, the step its logs continue from,
+# the loops' position and the optimizer's state.
+TRAINING_STATE = ("state_dict", "global_step", "loops", "optimizer_states")
+
+
+def read_training_state(ckpt_path: Path) -> dict:
+    """The checkpoint a run continues from; a ResumeError in one line when it cannot continue one."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a truncated or corrupt file fails in torch in many ways
+        raise ResumeError(f"{ckpt_path} cannot be read: it is truncated or corrupt. Resume from another "
+                          f"checkpoint of the run (ckpt_path=<run>/{CHECKPOINTS}/best.ckpt) or start a new run") from None
+    missing = [key for key in TRAINING_STATE if key not in checkpoint] if isinstance(checkpoint, dict) \
+        else list(TRAINING_STATE)
+    if missing:
+        raise ResumeError(f"{ckpt_path} holds no training state to continue ({', '.join(missing)} missing): "
+                          "resume from a checkpoint that train.py saved, or start a new run")
+    return checkpoint
+
+
+def check_weights_fit(checkpoint: dict, net: torch.nn.Module) -> None:
+    """The net the config describes takes the checkpoint's weights: the same names and shapes."""
+    saved = {key.removeprefix("net."): tuple(value.shape) for key, value in checkpoint["state_dict"].items()
+             if key.startswith("net.")}
+    built = {key: tuple(value.shape) for key, value in net.state_dict().items()}
+    differing = sorted(key for key in saved.keys() | built.keys() if saved.get(key) != built.get(key))
+    if differing:
+        key = differing[0]
+        raise ResumeError(f"the checkpoint's weights do not fit the net the model settings now describe "
+                          f"(net.{key}: {list(saved[key]) if key in saved else 'absent'} in the checkpoint, "
+                          f"{list(built[key]) if key in built else 'absent'} now): resume without overriding "
+                          "model settings, or start a new run with them")

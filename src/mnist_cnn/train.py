@@ -5,7 +5,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch.utils.tensorboard.summary import hparams
 from mnist_cnn.allocator import reuse_freed_memory
 from mnist_cnn.checkpoint_io import DiskFullError
 from mnist_cnn.classifier import Classifier
-from mnist_cnn.config import ConfigError, check_config, register_resolvers, run_app
+from mnist_cnn.config import register_resolvers, run_app
 from mnist_cnn.console import quiet_library_notices
 from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results, write_metrics
@@ -32,12 +32,14 @@ from mnist_cnn.mnist_files import MNISTFilesError
 from mnist_cnn.resume import (
     SNAPSHOT,
     ResumeError,
+    check_weights_fit,
     checkpoint_to_resume,
     completed_run_metrics,
     nothing_to_resume,
+    read_training_state,
     resumed_config,
-    steps_done,
 )
+from mnist_cnn.schema import ConfigError, check_config
 from mnist_cnn.stopping import TrainingDiverged, last_checkpoint_path
 from mnist_cnn.trial_pruning import TrialPruned
 
@@ -138,9 +140,12 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
     except tuple(STOPPED_STATUS) as stop:
         interrupted = isinstance(stop, SIGTERMException)
         if trainer.is_global_zero:
-            write_metrics(run_dir, {"status": STOPPED_STATUS[type(stop)],
-                                    "epochs": trainer.current_epoch, "steps": trainer.global_step,
-                                    "wall_time_s": round(time.perf_counter() - started, 1)})
+            # On a full disk the record may not fit either: the stop's own message names the last
+            # complete checkpoint, and stays the one line the run ends with.
+            with suppress(OSError):
+                write_metrics(run_dir, {"status": STOPPED_STATUS[type(stop)],
+                                        "epochs": trainer.current_epoch, "steps": trainer.global_step,
+                                        "wall_time_s": round(time.perf_counter() - started, 1)})
         if not interrupted:
             raise
         print(f"Stopped at step {trainer.global_step}; saved {last_checkpoint_path(trainer)}.\n"
@@ -189,7 +194,7 @@ def callbacks(cfg: DictConfig, logger: Logger | bool) -> list[L.Callback]:
     return [callback for callback in built if not isinstance(callback, ruled_out)]
 
 
-def build(cfg: DictConfig, resume_from: Path | None = None, extra_callbacks: Sequence[L.Callback] = ()
+def build(cfg: DictConfig, resume_step: int | None = None, extra_callbacks: Sequence[L.Callback] = ()
           ) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
     """The datamodule, classifier and trainer (with its logger and callbacks) that `cfg` describes."""
     datamodule = instantiate(cfg.data)
@@ -198,19 +203,21 @@ def build(cfg: DictConfig, resume_from: Path | None = None, extra_callbacks: Seq
     logger = False  # `~logger`: Lightning would otherwise add a default one
     if cfg.get("logger"):
         # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
-        logger = instantiate(cfg.logger, **({"purge_step": steps_done(resume_from)} if resume_from else {}))
+        logger = instantiate(cfg.logger, **({"purge_step": resume_step} if resume_step is not None else {}))
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=[*callbacks(cfg, logger), *extra_callbacks])
     return datamodule, classifier, trainer
 
 
-def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None) -> dict[str, Any]:
-    """Build data, model, logger and trainer from the config, then fit and test; returns the metrics."""
+def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, resume_step: int | None = None
+          ) -> dict[str, Any]:
+    """Build data, model, logger and trainer from the config, then fit (continuing from `resume_from`,
+    whose step is `resume_step`) and test; returns the metrics."""
     torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher))
     log.info("torch uses %d threads", torch.get_num_threads())
     if cfg.reuse_freed_memory and not reuse_freed_memory():
         log.info("reuse_freed_memory has no effect here: it needs glibc's malloc (Linux)")
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, classifier, trainer = build(cfg, resume_from)
+    datamodule, classifier, trainer = build(cfg, resume_step)
     if trainer.is_global_zero and not resume_from:
         record_hyperparameters(trainer.logger, cfg)
 
@@ -243,8 +250,13 @@ def run(cfg: DictConfig) -> float | None:
             if resume_from or continues_earlier_run:
                 cfg = resumed_config(run_dir, list(hydra_config.overrides.task))
             check_config(cfg)
+            resume_step = None
+            if resume_from:
+                training_state = read_training_state(resume_from)
+                check_weights_fit(training_state, instantiate(cfg.model))
+                resume_step = training_state["global_step"]
             # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
-            return train(cfg, run_dir, resume_from).get("val/acc_best")
+            return train(cfg, run_dir, resume_from, resume_step).get("val/acc_best")
         except Exception as error:
             if hydra_config.mode == RunMode.MULTIRUN:
                 # Hydra 1.3's sweepers stop the whole sweep at the first job that raised, and skip
