@@ -110,7 +110,7 @@ CASES: list[tuple[str, Prepare, str]] = [
     ("python train.py ckpt_path=/no/such.ckpt", nothing, "/no/such.ckpt"),
     ("python train.py", truncated_last_checkpoint, "last.ckpt"),
     ("python train.py", checkpoint_without_training_state, "last.ckpt"),
-    ("python train.py", other_architecture_on_resume, "net.classifier.1.weight"),
+    ("python train.py", other_architecture_on_resume, "net.classifier.2.weight"),
     ("python train.py debug=fdr", read_only_log_dir, "read-only"),
     ("python eval.py", nothing, "ckpt_path"),
     ("python eval.py", not_a_checkpoint, "notes.ckpt"),
