@@ -139,15 +139,19 @@ def real_mnist_dir() -> Path:
     return raw_dir_of(data.data_dir, data.dataset)
 
 
-@pytest.fixture
-def user_checkout(tmp_path, real_mnist_dir) -> Path:
+def make_user_checkout(destination: Path, real_mnist_dir: Path) -> Path:
     """A fresh clone as a user has it after the first run fetched MNIST into its data/."""
-    checkout = copy_checkout(tmp_path / "mnist-cnn")
+    checkout = copy_checkout(destination)
     raw_dir = raw_dir_of(checkout / "data")
     raw_dir.mkdir(parents=True)
     for file in real_mnist_dir.iterdir():
         os.link(file, raw_dir / file.name)  # the same bytes, without a copy
     return checkout
+
+
+@pytest.fixture
+def user_checkout(tmp_path, real_mnist_dir) -> Path:
+    return make_user_checkout(tmp_path / "mnist-cnn", real_mnist_dir)
 
 
 def run_in_checkout(checkout: Path, command: list[str], timeout_s: int = 600) -> subprocess.CompletedProcess:

@@ -14,11 +14,11 @@ from hydra.types import HydraContext, RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from mnist_cnn.classifier import RUN_LENGTH_ARGUMENT
 from mnist_cnn.config import register_resolvers
 from mnist_cnn.data import MNISTDataModule
 from mnist_cnn.model import CNN
 from mnist_cnn.overrides import keys_swept_by, overrides_label
+from mnist_cnn.schema import RUN_LENGTH_ARGUMENT
 from mnist_cnn.train import build
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]

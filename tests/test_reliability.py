@@ -1,5 +1,6 @@
 """Never lose a run: resume after a crash or a signal, stop on divergence, reject bad settings."""
 
+import errno
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from conftest import CONFIG_DIR, PROJECT_ROOT, only_run_dir, run_train
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from mnist_cnn.checkpoint_io import AtomicCheckpointIO
+from mnist_cnn.checkpoint_io import AtomicCheckpointIO, DiskFullError
 from mnist_cnn.config import register_resolvers
 from mnist_cnn.resume import new_run_dir
 from mnist_cnn.schema import ConfigError, check_config
@@ -111,6 +112,22 @@ def test_two_runs_started_in_the_same_second_get_different_folders(tmp_path):
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
 
 
+def test_an_exceeded_disk_quota_is_named_like_a_full_disk(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    checkpoint_io = AtomicCheckpointIO()
+    checkpoint_io.save_checkpoint({"step": 1}, path)
+
+    def quota_exceeded(file_descriptor):  # as a cluster's shared file system answers a user over quota
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    monkeypatch.setattr(os, "fsync", quota_exceeded)
+    with pytest.raises(DiskFullError, match=f"disk quota exceeded while writing {path}; "
+                                            f"the last complete checkpoint is {path}"):
+        checkpoint_io.save_checkpoint({"step": 2}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert not list(tmp_path.glob(".*partial"))
+
+
 def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     checkpoint_io = AtomicCheckpointIO()
@@ -203,17 +220,27 @@ def test_ctrl_c_acts_as_usual_again_after_a_fit_that_raised(tmp_path, model, err
     assert signal.getsignal(signal.SIGINT) is original
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1000 KB file system: room for the first files of a run and one checkpoint (610 KB), not two."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1000k", "tmpfs", str(disk)],
+def mounted_disk(folder: Path, size: str):
+    """A tmpfs of `size` at `folder`, unmounted afterwards."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                              capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1000 KB file system: room for the first files of a run and one checkpoint (610 KB), not two."""
+    yield from mounted_disk(tmp_path / "disk", "1000k")
+
+
+@pytest.fixture
+def tinier_disk(tmp_path):
+    """A 700 KB file system: the first checkpoint does not fit beside a run's first files."""
+    yield from mounted_disk(tmp_path / "disk", "700k")
 
 
 @pytest.mark.slow
@@ -230,6 +257,18 @@ def test_a_full_disk_is_named_with_the_last_complete_checkpoint(tiny_data, tiny_
     assert torch.load(complete, weights_only=True)["global_step"] > 0  # whole, and loads
     assert not list(Path(complete).parent.glob(".*partial"))
     assert json.loads((only_run_dir(tiny_disk) / "metrics.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_disk_too_full_for_the_run_record_ends_with_the_checkpoint_line(tiny_data, tinier_disk):
+    result = run_train(tiny_data, tinier_disk)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    last_line = result.stdout.strip().splitlines()[-1]  # the log's lines; Lightning's tables go to stderr
+    assert re.fullmatch(r".*no space left on device while writing \S+\.ckpt; (the last complete checkpoint is "
+                        r"\S+\.ckpt|no checkpoint was completed yet)", last_line), last_line
 
 
 @pytest.mark.slow

@@ -11,13 +11,7 @@ from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_cnn.model import IMAGE_SIZE
-
-# Schedulers that span the whole run need its length in optimizer steps, which is
-# known only once fitting starts.
-RUN_LENGTH_ARGUMENT = {
-    "torch.optim.lr_scheduler.OneCycleLR": "total_steps",
-    "torch.optim.lr_scheduler.CosineAnnealingLR": "T_max",
-}
+from mnist_cnn.schema import RUN_LENGTH_ARGUMENT, ConfigError
 
 
 class Classifier(L.LightningModule):
@@ -105,7 +99,13 @@ class Classifier(L.LightningModule):
         scheduler_config = dict(self.hparams.scheduler)
         run_length = RUN_LENGTH_ARGUMENT.get(scheduler_config["_target_"])
         if run_length:
-            scheduler_config[run_length] = int(self.trainer.estimated_stepping_batches)
+            steps = int(self.trainer.estimated_stepping_batches)
+            scheduler_config[run_length] = steps
+            warm_up = scheduler_config.get("pct_start", 0.3) * steps if run_length == "total_steps" else None
+            if warm_up is not None and warm_up < 2:  # OneCycleLR divides by its warm-up steps less one
+                raise ConfigError(f"scheduler.pct_start={scheduler_config.get('pct_start', 0.3)} of this run's {steps} "
+                                  "steps leaves one-cycle under 2 warm-up steps: train longer, raise "
+                                  "scheduler.pct_start, or use scheduler=cosine")
         scheduler = instantiate(scheduler_config, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

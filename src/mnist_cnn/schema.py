@@ -21,8 +21,14 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from mnist_cnn.classifier import RUN_LENGTH_ARGUMENT
 from mnist_cnn.console import exit_with
+
+# Schedulers that span the whole run need its length in optimizer steps, which the Classifier
+# fills in once fitting starts: such a run must end.
+RUN_LENGTH_ARGUMENT = {
+    "torch.optim.lr_scheduler.OneCycleLR": "total_steps",
+    "torch.optim.lr_scheduler.CosineAnnealingLR": "T_max",
+}
 
 
 class ConfigError(ValueError):
