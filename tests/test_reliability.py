@@ -15,11 +15,18 @@ import torch
 from conftest import CONFIG_DIR, PROJECT_ROOT, only_run_dir, run_train
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.demos.boring_classes import BoringModel
+from omegaconf import DictConfig, ListConfig
 
 from mnist_cnn.checkpoint_io import AtomicCheckpointIO, DiskFullError
 from mnist_cnn.config import register_resolvers
 from mnist_cnn.resume import new_run_dir
-from mnist_cnn.schema import ConfigError, check_config
+from mnist_cnn.schema import (
+    CLASS_RULES,
+    ENTRY_RULES,
+    HYDRA_KEYS,
+    ConfigError,
+    check_config,
+)
 from mnist_cnn.stopping import CheckpointOnInterrupt, StopOnDivergence, TrainingDiverged
 
 
@@ -86,6 +93,30 @@ def composed():
 def test_config_check_names_the_bad_key(composed, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check_config(composed(*override.split()))
+
+
+def objects_in(node, key: str = ""):
+    """(where, target, settings) of every object a composed config builds, nested ones included."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield key, node._target_, [name for name in node if name not in HYDRA_KEYS]
+        for name in node:
+            yield from objects_in(node._get_node(name), f"{key}.{name}".lstrip("."))
+    elif isinstance(node, ListConfig):
+        for index, item in enumerate(node):
+            yield from objects_in(item, f"{key}[{index}]")
+
+
+@pytest.mark.parametrize("option", ["data=fashion_mnist", "optimizer=adamw", "optimizer=sgd", "scheduler=onecycle",
+                                    "trainer=ddp", "trainer=gpu", "debug=profiler", "hparams_search=optuna"])
+def test_every_setting_the_configs_set_has_a_rule(composed, option):
+    for preset in sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")):
+        for where, target, settings in objects_in(composed(f"experiment={preset}", option)):
+            assert target in CLASS_RULES, f"{where}: no rules for {target}"
+            unruled = set(settings) - set(CLASS_RULES[target])
+            assert not unruled, f"{where} ({target}): {unruled} have no rule"
+    assert set(composed()) - {"data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"} \
+        <= set(ENTRY_RULES)
 
 
 @pytest.mark.parametrize("preset", sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")))

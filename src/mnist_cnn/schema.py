@@ -198,8 +198,6 @@ ENTRY_RULES: dict[str, Rule] = {
 # where the option builds nothing (scheduler=none, ~logger).
 OBJECT_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger")
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
-
-
 _UNKNOWN = object()
 
 
@@ -226,10 +224,7 @@ def _refuse(key: str, value: Any, allowed: str) -> ConfigError:
 def check_object(node: DictConfig, key: str) -> None:
     """Check the settings of the object `node` builds (`key` is where it sits in the config)."""
     target = node.get("_target_")
-    try:
-        rules = CLASS_RULES[target]
-    except KeyError:
-        rules = {}
+    rules = CLASS_RULES.get(target, {})
     try:
         parameters = inspect.signature(get_class(target)).parameters
     except Exception as error:  # noqa: BLE001 - an import fails in as many ways as a module can
