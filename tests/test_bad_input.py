@@ -93,6 +93,8 @@ CASES: list[tuple[str, Prepare, str]] = [
     ("python train.py data.batch_size=100000", needs_the_data_files, "data.batch_size=100000"),
     ("python train.py data.val_size=60000", needs_the_data_files, "data.val_size=60000"),
     ("python train.py data.num_workers=-1", nothing, "data.num_workers=-1"),
+    ("python train.py scheduler=onecycle trainer.max_epochs=1 ++trainer.limit_train_batches=4", needs_the_data_files,
+     "scheduler.pct_start=0.25"),
     ("python train.py experiment=best data.augment.rotation_deg=400", nothing, "data.augment.rotation_deg=400"),
     ("python train.py experiment=fashion data.augment.interpolation=bicubic", nothing,
      "data.augment.interpolation=bicubic"),

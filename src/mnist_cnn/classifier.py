@@ -101,11 +101,11 @@ class Classifier(L.LightningModule):
         if run_length:
             steps = int(self.trainer.estimated_stepping_batches)
             scheduler_config[run_length] = steps
-            warm_up = scheduler_config.get("pct_start", 0.3) * steps if run_length == "total_steps" else None
-            if warm_up is not None and warm_up < 2:  # OneCycleLR divides by its warm-up steps less one
-                raise ConfigError(f"scheduler.pct_start={scheduler_config.get('pct_start', 0.3)} of this run's {steps} "
-                                  "steps leaves one-cycle under 2 warm-up steps: train longer, raise "
-                                  "scheduler.pct_start, or use scheduler=cosine")
+            pct_start = scheduler_config.get("pct_start", 0.3)
+            if run_length == "total_steps" and float(pct_start * steps) == 1.0:  # OneCycleLR divides by warm-up - 1
+                raise ConfigError(f"scheduler.pct_start={pct_start} of this run's {steps} steps is a warm-up of "
+                                  "exactly one step, which one-cycle cannot divide: train longer, or change "
+                                  "scheduler.pct_start")
         scheduler = instantiate(scheduler_config, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
