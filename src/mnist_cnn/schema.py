@@ -272,7 +272,7 @@ def check_settings(cfg: DictConfig, require_all: bool = True) -> None:
             check_object(node, group)
     callbacks: Mapping | None = cfg.get("callbacks")
     for name in callbacks or {}:
-        if isinstance(callbacks[name], DictConfig):
+        if isinstance(callbacks[name], DictConfig) and "_target_" in callbacks[name]:
             check_object(callbacks[name], f"callbacks.{name}")
 
 
@@ -300,7 +300,9 @@ class CheckSettings(Callback):
     config again (its swept values, or the config of the run it resumes)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_or_exit(config)
+        # A resumed run's overrides apply to the config it kept, which the job checks.
+        if not (config.get("resume") or "resume" in config and config.get("ckpt_path")):
+            _check_or_exit(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A sweep's jobs each start a run of their own; only eval.py's sweep takes checkpoints.
