@@ -37,7 +37,7 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
     except ResumeError as error:
         exit_with(str(error))
     except OSError as error:
-        exit_with(unwritable(error))
+        exit_with(_unwritable(error))
     # Resuming a finished run would test its last weights again and overwrite its results.
     if (ckpt_path or resume) and (metrics := completed_run_metrics(Path(run_dir))):
         print(nothing_to_resume(Path(run_dir), metrics))
@@ -49,10 +49,10 @@ def _new_run_dir_or_exit(parent: str) -> str:
     try:
         return new_run_dir(parent)
     except OSError as error:
-        exit_with(unwritable(error))
+        exit_with(_unwritable(error))
 
 
-def unwritable(error: OSError) -> str:
+def _unwritable(error: OSError) -> str:
     return f"cannot create the folder {error.filename} ({error.strerror}): set log_dir=<a folder you can write to>"
 
 

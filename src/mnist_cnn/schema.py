@@ -301,17 +301,22 @@ class CheckSettings(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A resumed run's overrides apply to the config it kept, which the job checks.
-        if not (config.get("resume") or "resume" in config and config.get("ckpt_path")):
+        if not _continues_a_run(config):
             _check_or_exit(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A sweep's jobs each start a run of their own; only eval.py's sweep takes checkpoints.
-        if "resume" in config and (config.resume or config.ckpt_path):
-            key = "resume=latest" if config.resume else f"ckpt_path={config.ckpt_path}"
+        if _continues_a_run(config):
+            key = f"resume={config.resume}" if config.resume else f"ckpt_path={config.ckpt_path}"
             exit_with(f"{key} continues one run and cannot be part of a sweep (-m): run it without -m; "
                        "a sweep job requeued into its own folder resumes by itself, "
                        "and an Optuna search by running its command again")
         _check_or_exit(config, require_all=False)  # a swept key has no value before its job
+
+
+def _continues_a_run(config: DictConfig) -> bool:
+    """A training command that resumes a run (eval.py's ckpt_path only names what to test)."""
+    return "resume" in config and bool(config.resume or config.ckpt_path)
 
 
 def _check_or_exit(config: DictConfig, require_all: bool = True) -> None:
