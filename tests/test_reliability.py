@@ -186,9 +186,11 @@ def test_a_finite_explosion_of_the_loss_is_divergence_too(tiny_data, tmp_path):
     assert json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "diverged"
 
 
-def test_max_loss_of_the_callback_sets_the_limit(tiny_data, tmp_path):
-    # A working run's first losses (about ln 10 = 2.3) are above a limit of 1
-    result = run_train(tiny_data, tmp_path, "callbacks.stop_on_divergence.max_loss=1")
+@pytest.mark.parametrize("accumulation", [[], ["+trainer.accumulate_grad_batches=4"]])
+def test_max_loss_of_the_callback_sets_the_limit(tiny_data, tmp_path, accumulation):
+    # A working run's first losses (about ln 10 = 2.3) are above a limit of 1, also when
+    # Lightning hands the callback a quarter of each loss, accumulating 4 batches per step.
+    result = run_train(tiny_data, tmp_path, "callbacks.stop_on_divergence.max_loss=1", *accumulation)
 
     assert result.returncode == 1
     assert "training diverged: the loss became" in result.stdout + result.stderr

@@ -86,7 +86,8 @@ class StopOnDivergence(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        loss = outputs["loss"].detach().float()
+        # Lightning hands over the loss divided by accumulate_grad_batches (what backward sees).
+        loss = outputs["loss"].detach().float() * trainer.accumulate_grad_batches
         if self.first_bad is None:
             self.first_bad = torch.tensor([-1.0, 0.0], device=loss.device)
         newly_bad = (~torch.isfinite(loss) | (loss > self.loss_limit)) & (self.first_bad[0] < 0)
