@@ -18,3 +18,18 @@ class NanWeightsOnOneRank(L.Callback):
             with torch.no_grad():
                 for parameter in pl_module.parameters():
                     parameter.fill_(float("nan"))
+
+
+class ZeroWeightsAtStep(L.Callback):
+    """Before training step `step`, every weight becomes 0: the net forgets what it learned and,
+    its ReLUs dead, learns little after (a run that gets worse)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch,
+                             batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.zero_()

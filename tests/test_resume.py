@@ -24,7 +24,8 @@ from mnist_cnn.resume import ResumeError, resumed_config
 TESTS_DIR = Path(__file__).parent
 # 240 training images in batches of 16: 15 steps an epoch, 45 in all; a step checkpoint every 8.
 RUN = ("data.batch_size=16", "model.channels=[4,8]", "trainer.max_epochs=3", "trainer.log_every_n_steps=1",
-       "callbacks.learning_rate_monitor.logging_interval=step", "+callbacks.model_checkpoint.every_n_train_steps=8")
+       "callbacks.learning_rate_monitor.logging_interval=step")
+STEP_CHECKPOINTS = "+callbacks.model_checkpoint.every_n_train_steps=8"
 PROBES = {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -33,9 +34,12 @@ def identified_data(tmp_path_factory):
     return make_tiny_data(tmp_path_factory.mktemp("resume_data"), train_size=260, test_size=91, val_size=20)
 
 
-def train(tiny, log_dir: Path, *overrides: str):
+def train(tiny, log_dir: Path, *overrides: str, step_checkpoints: bool = True):
+    """The run, recording its batches; with a checkpoint every 8 steps unless `step_checkpoints` is
+    false (the default config: last.ckpt at the end of each epoch only)."""
     record = f"+callbacks.record._target_=run_probes.RecordTrainedBatches +callbacks.record.path={log_dir}/batches"
-    return run_train(tiny, log_dir, *RUN, *record.split(), *overrides, env=PROBES)
+    checkpoints = [STEP_CHECKPOINTS] if step_checkpoints else []
+    return run_train(tiny, log_dir, *RUN, *checkpoints, *record.split(), *overrides, env=PROBES)
 
 
 def interrupt_at(step: int, signal_name: str) -> list[str]:
@@ -69,10 +73,13 @@ def assert_same_run(resumed: dict, expected: dict) -> None:
     assert resumed["weights"].keys() == expected["weights"].keys()
     for name, tensor in expected["weights"].items():
         assert torch.equal(resumed["weights"][name], tensor), name
-    for key in ("test/acc", "test/loss", "val/acc_best", "epochs", "steps", "status"):
-        assert resumed["metrics"][key] == expected["metrics"][key], key
-    for tag in ("lr-Adam", "train/loss_step", "val/acc"):  # one step axis, the same values
-        assert resumed["scalars"][tag] == expected["scalars"][tag], tag
+    timeless = [{key: value for key, value in run["metrics"].items() if key != "wall_time_s"}
+                for run in (resumed, expected)]
+    assert timeless[0] == timeless[1]
+    # Every tag the run writes, each once per step: one step axis, the same values.
+    assert resumed["scalars"].keys() == expected["scalars"].keys()
+    for tag, points in expected["scalars"].items():
+        assert resumed["scalars"][tag] == points, tag
 
 
 @pytest.mark.slow
@@ -103,16 +110,17 @@ def test_interrupted_run_resumes_to_exactly_the_uninterrupted_run(identified_dat
     assert_same_run(outcome(tmp_path), uninterrupted)
 
 
-# Augmented batches: the probe's image ids are then scrambled pixels, but the same scrambled
-# pixels step for step if the resumed run draws what the uninterrupted run drew.
-AUGMENT = ["data.augment={_target_: mnist_cnn.augment.RandomAffine, rotation_deg: 10, translation: 0.1, "
-           + "scale: 0.1, horizontal_flip: true}"]
+# Dropout and augmented batches: the probe's image ids are then scrambled pixels, but the same
+# scrambled pixels step for step if the resumed run draws what the uninterrupted run drew; and
+# the same weights only if it drew the same dropout masks.
+REGULARIZED = ["model.dropout=0.25", "data.augment={_target_: mnist_cnn.augment.RandomAffine, rotation_deg: 10, "
+               + "translation: 0.1, scale: 0.1, horizontal_flip: true}"]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_augmented(identified_data, tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("uninterrupted_augmented")
-    result = train(identified_data, log_dir, *AUGMENT)
+def uninterrupted_regularized(identified_data, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("uninterrupted_regularized")
+    result = train(identified_data, log_dir, *REGULARIZED)
     assert result.returncode == 0, result.stderr[-3000:]
     return outcome(log_dir)
 
@@ -122,19 +130,66 @@ def uninterrupted_augmented(identified_data, tmp_path_factory):
     ("SIGTERM", 20, "ckpt_path"),  # epoch 1, its 6th step
     ("SIGKILL", 37, "requeue"),  # epoch 2, from the step checkpoint at 32
 ])
-def test_interrupted_augmented_run_draws_the_augmentations_of_the_uninterrupted_run(
-        identified_data, tmp_path, uninterrupted, uninterrupted_augmented, signal_name, step, resume_by):
-    assert uninterrupted_augmented["batches"][0] != uninterrupted["batches"][0]  # augmentation is on
-    stopped = train(identified_data, tmp_path, *AUGMENT, *interrupt_at(step, signal_name))
+def test_interrupted_run_with_dropout_and_augmentation_draws_what_the_uninterrupted_run_drew(
+        identified_data, tmp_path, uninterrupted, uninterrupted_regularized, signal_name, step, resume_by):
+    assert uninterrupted_regularized["batches"][0] != uninterrupted["batches"][0]  # augmentation is on
+    stopped = train(identified_data, tmp_path, *REGULARIZED, *interrupt_at(step, signal_name))
     assert stopped.returncode != 0
     run_dir = only_run_dir(tmp_path)
 
     resume = ([f"ckpt_path={run_dir}/checkpoints/last.ckpt"] if resume_by == "ckpt_path"
-              else [f"hydra.run.dir={run_dir}", *AUGMENT, *interrupt_at(step, signal_name)])
+              else [f"hydra.run.dir={run_dir}", *REGULARIZED, *interrupt_at(step, signal_name)])
     resumed = train(identified_data, tmp_path, *resume, NO_INTERRUPT)
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_run(outcome(tmp_path), uninterrupted_augmented)
+    assert_same_run(outcome(tmp_path), uninterrupted_regularized)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_epoch_checkpoints(identified_data, tmp_path_factory):
+    """The run with the default checkpoints: last.ckpt and best.ckpt at each validation only
+    (step checkpoints also choose best.ckpt at other moments, so the test may test another model)."""
+    log_dir = tmp_path_factory.mktemp("uninterrupted_epoch_checkpoints")
+    result = train(identified_data, log_dir, step_checkpoints=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return outcome(log_dir)
+
+
+@pytest.mark.slow
+def test_run_killed_in_the_default_config_resumes_from_the_last_epoch_end_to_the_uninterrupted_run(
+        identified_data, tmp_path, uninterrupted_epoch_checkpoints):
+    stopped = train(identified_data, tmp_path, *interrupt_at(20, "SIGKILL"), step_checkpoints=False)
+    assert stopped.returncode != 0
+    run_dir = only_run_dir(tmp_path)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 15  # epoch 0's end
+
+    resumed = train(identified_data, tmp_path, "resume=latest", NO_INTERRUPT, step_checkpoints=False)
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(outcome(tmp_path), uninterrupted_epoch_checkpoints)
+
+
+def hparams_records(run_dir: Path) -> int:
+    """How many times the run's event files record its hyperparameters."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return sum(value.tag == "_hparams_/session_start_info"
+               for events in run_dir.glob("events.out.tfevents.*")
+               for event in EventFileLoader(str(events)).Load() for value in event.summary.value)
+
+
+@pytest.mark.slow
+def test_job_requeued_before_its_first_checkpoint_starts_its_logs_afresh(identified_data, tmp_path, uninterrupted):
+    stopped = train(identified_data, tmp_path, *interrupt_at(5, "SIGKILL"))
+    assert stopped.returncode != 0
+    run_dir = only_run_dir(tmp_path)
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+    requeued = train(identified_data, tmp_path, f"hydra.run.dir={run_dir}", *interrupt_at(5, "SIGKILL"), NO_INTERRUPT)
+
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert_same_run(outcome(tmp_path), uninterrupted)
+    assert hparams_records(run_dir) == 1
 
 
 @pytest.mark.slow
@@ -173,9 +228,17 @@ def stopped_run(identified_data, tmp_path_factory) -> tuple[Path, Path]:
     ("+trainer.limit_train_batches=0.5", "trainer.limit_train_batches"),
     ("data.batch_size=8", "data.batch_size"),
     ("seed=7", "seed"),
+    ("data.seed=7", "data.seed"),  # another train/validation split
+    ("optimizer.lr=0.01", "optimizer.lr"),  # the checkpoint's optimizer state would replace it
+    ("optimizer.weight_decay=0.1", "optimizer.weight_decay"),
+    ("scheduler.eta_min=0.0001", "scheduler.eta_min"),
+    ("model.dropout=0.5", "model.dropout"),
+    (REGULARIZED[1], "data.augment"),  # the stopped run trained without augmentation
+    ("callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.monitor"),
+    ("callbacks.model_checkpoint.mode=min", "callbacks.model_checkpoint.mode"),
     ("optimizer=sgd", "optimizer=adam"),  # another config group
 ])
-def test_resume_refuses_a_change_to_the_run_length_or_data_order(identified_data, stopped_run, override, key):
+def test_resume_refuses_a_change_to_what_the_checkpoint_depends_on(identified_data, stopped_run, override, key):
     log_dir, run_dir = stopped_run
     checkpoint = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
 
@@ -186,6 +249,49 @@ def test_resume_refuses_a_change_to_the_run_length_or_data_order(identified_data
     last_line = output.strip().splitlines()[-1]
     assert key in last_line and "start a new run" in last_line and "Traceback" not in output
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["trainer.log_every_n_steps=5", "callbacks.stop_on_divergence.max_loss=0.01"])
+def test_resume_applies_an_override_of_how_the_run_is_logged_or_watched(identified_data, tmp_path, override):
+    assert train(identified_data, tmp_path, *interrupt_at(20, "SIGTERM")).returncode != 0
+    run_dir = only_run_dir(tmp_path)
+
+    resumed = train(identified_data, tmp_path, "resume=latest", NO_INTERRUPT, override)
+
+    if override.startswith("trainer.log_every_n_steps"):
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        logged_steps = [step for step, _ in read_tensorboard(run_dir)[0]["train/loss_step"]]
+        assert logged_steps == list(range(20)) + [24, 29, 34, 39, 44]  # every step, then every 5th
+    else:  # any real loss is far above 0.01: the resumed run stops at its first check
+        assert resumed.returncode == 1
+        assert "training diverged: the loss became" in resumed.stdout + resumed.stderr
+        assert json.loads((run_dir / "metrics.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.slow
+def test_resume_that_checkpoints_more_often_keeps_the_best_checkpoint_and_its_score(identified_data, tmp_path):
+    """every_n_train_steps is accepted on resume (the README suggests it) and takes effect; the
+    best-so-far record survives it, so a worse model after the resume does not replace best.ckpt."""
+    assert train(identified_data, tmp_path, *interrupt_at(33, "SIGTERM")).returncode != 0  # 2 validations done
+    run_dir = only_run_dir(tmp_path)
+    worsen = ["+callbacks.worsen._target_=faults.ZeroWeightsAtStep", "+callbacks.worsen.step=34"]
+    resumed = train(identified_data, tmp_path, "resume=latest", "callbacks.model_checkpoint.every_n_train_steps=4",
+                    *worsen, *interrupt_at(38, "SIGKILL"))
+    assert resumed.returncode != 0
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 36  # every 4 steps now (every 8 before)
+
+    finished = train(identified_data, tmp_path, "resume=latest", NO_INTERRUPT)
+
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    val_acc = dict(read_tensorboard(run_dir)[0]["val/acc"])  # step -> accuracy, once per epoch
+    best_before_resume = max(val_acc[14], val_acc[29])
+    assert val_acc[44] < best_before_resume  # the zeroed net got worse
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val/acc_best"] == pytest.approx(best_before_resume)
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["global_step"] <= 33 and any(weights.abs().sum() > 0 for weights in best["state_dict"].values())
 
 
 @pytest.mark.slow
@@ -217,21 +323,21 @@ def stopped_run_dir(tmp_path) -> Path:
 
 def test_resume_applies_overrides_as_hydra_parses_them(stopped_run_dir):
     config = resumed_config(stopped_run_dir, [
-        "trainer.enable_progress_bar=false", "model.dropout=0.25", "+callbacks.probe._target_=a.Probe",
+        "trainer.enable_progress_bar=false", "+callbacks.probe._target_=a.Probe",
         "data=tiny", "ckpt_path=/somewhere/last.ckpt", "hydra.run.dir=/somewhere", "trainer.max_epochs=3",
     ])
     assert config.trainer.enable_progress_bar is False
-    assert config.model.dropout == 0.25
     assert config.callbacks.probe._target_ == "a.Probe"
     assert config.trainer.max_epochs == 3 and "ckpt_path" not in config and "hydra" not in config
 
 
 @pytest.mark.parametrize("override, message", [
-    ("+trainer.limit_train_batches=0.5", "the run was started with no trainer.limit_train_batches"),
+    ("+trainer.limit_train_batches=0.5", "trainer.limit_train_batches=0.5 (the run was started without it)"),
     ("~seed", "~seed: a resumed run keeps every setting it started with"),
     ("model=wide", "model=wide: the resumed run uses model=cnn, and keeps it"),
     ("trainer.no_such_key=1", "trainer.no_such_key=1: cannot apply it to the resumed run"),
-    ("seed=1", "seed=1: the run was started with seed=42"),
+    ("seed=1", "seed=1 (the run was started with 42): a resumed run keeps"),
+    ("model.dropout=0.5", "model.dropout=0.5 (the run was started with 0.0)"),
 ])
 def test_resume_refuses_what_it_cannot_apply_with_one_clear_line(stopped_run_dir, override, message):
     with pytest.raises(ResumeError, match=re.escape(message)) as error:

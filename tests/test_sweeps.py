@@ -384,3 +384,25 @@ def test_tensorboard_server_shows_every_job_with_its_scalars_and_hparams(grid_sw
         metrics = {metric["name"]["tag"]: metric["value"] for metric in group["metricValues"]}
         for metric in ("val/acc_best", "test/acc", "test/loss"):
             assert metrics[metric] == pytest.approx(recorded[metric], rel=1e-5), metric
+
+
+@pytest.mark.slow
+def test_a_sweep_run_again_into_its_folder_finishes_it_and_refuses_other_jobs(tiny_data, tmp_path):
+    sweep_dir = tmp_path / "my_sweep"
+    sweep = ["optimizer.lr=0.001,0.003", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}"]
+    assert run_train(tiny_data, tmp_path, *sweep, multirun=True).returncode == 0
+    finished = {name: (folder / "metrics.json").read_bytes() for name, folder in job_dirs(sweep_dir).items()}
+
+    again = run_train(tiny_data, tmp_path, *sweep, multirun=True)  # the same jobs: each is complete
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "is complete" in again.stdout + again.stderr
+    assert {name: (folder / "metrics.json").read_bytes() for name, folder in job_dirs(sweep_dir).items()} == finished
+
+    other = run_train(tiny_data, tmp_path, "optimizer.lr=0.001,0.01", *sweep[1:], multirun=True)
+
+    assert other.returncode == 1
+    line = last_line(other)
+    assert "job 1 ran optimizer.lr=0.003" in line and "optimizer.lr=0.01" in line and "new folder" in line, line
+    assert "Traceback" not in other.stdout + other.stderr
+    assert {name: (folder / "metrics.json").read_bytes() for name, folder in job_dirs(sweep_dir).items()} == finished

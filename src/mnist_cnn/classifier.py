@@ -7,11 +7,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torchmetrics import MaxMetric, MeanMetric, SumMetric
+from torchmetrics import MaxMetric, MeanMetric, Metric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_cnn.model import IMAGE_SIZE
 from mnist_cnn.schema import RUN_LENGTH_ARGUMENT, ConfigError
+
+# The checkpoint's entry for the epoch's running training metrics.
+EPOCH_METRICS = "epoch_metrics"
 
 
 class Classifier(L.LightningModule):
@@ -44,6 +47,7 @@ class Classifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
         self.test_images = SumMetric()  # proves each test image was seen once, across ranks
+        self.restored_epoch_metrics: dict | None = None  # from the checkpoint a run resumes, until training starts
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -62,6 +66,33 @@ class Classifier(L.LightningModule):
         self.train_loss.update(loss.detach(), weight=len(labels))  # a short last batch counts for its images
         self.train_acc.update(logits, labels)
         return loss
+
+    # A checkpoint carries the epoch's running training metrics, each rank's own: a run resumed in
+    # the middle of that epoch then reports the whole epoch, not the batches after the resume. They
+    # stay out of the weights' state_dict, which eval.py and predict.py load strictly.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        world_size = self.trainer.world_size
+        checkpoint[EPOCH_METRICS] = {"epoch": self.current_epoch, "states": {
+            name: {state: self.all_gather(value).reshape(world_size, *value.shape).cpu()
+                   for state, value in metric.metric_state.items()}
+            for name, metric in self._epoch_metrics().items()}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restored_epoch_metrics = checkpoint.get(EPOCH_METRICS)
+
+    def on_train_start(self) -> None:
+        restored, self.restored_epoch_metrics = self.restored_epoch_metrics, None
+        # A checkpoint saved at an epoch's end resumes with the next epoch, which starts from zero.
+        if restored is None or restored["epoch"] != self.current_epoch:
+            return
+        for name, states in restored["states"].items():
+            metric = self._epoch_metrics()[name]
+            for state, values in states.items():
+                setattr(metric, state, values[self.global_rank].to(self.device))
+            metric._update_count = 1  # it holds updates: computing it at the epoch's end is no mistake
+
+    def _epoch_metrics(self) -> dict[str, Metric]:
+        return {"train_loss": self.train_loss, "train_acc": self.train_acc}
 
     def on_train_epoch_end(self) -> None:
         # Logging a metric computes it across ranks, once per epoch, and resets it.

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -16,12 +17,21 @@ LAST_CHECKPOINT = "last.ckpt"
 SNAPSHOT = ".hydra"
 # Settings that say where to resume from; the resumed run's own config says everything else.
 RESUME_KEYS = ("ckpt_path", "resume")
-# Settings that fix a run's length and data order. The checkpoint restores a learning-rate
-# schedule sized from them and a position in an epoch's order drawn from them: a resumed
-# run that changed one would silently follow neither.
-RUN_SHAPE_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches",
-                  "trainer.accumulate_grad_batches", "data.batch_size", "data.val_size", "seed",
-                  "trainer.devices", "trainer.num_nodes")
+# The settings a resumed run keeps, by what depends on them. A run that changed one would follow
+# neither setting: the checkpoint restores a learning-rate schedule sized from the run's length,
+# a position in an epoch's order drawn from its seeds, the optimizer's state with its settings
+# (lr, weight_decay, ...), and the best validation score as its checkpoint callback measured it.
+KEPT_ON_RESUME = {
+    "its learning-rate schedule and data order depend on it": (
+        "trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches", "trainer.accumulate_grad_batches",
+        "data.batch_size", "trainer.devices", "trainer.num_nodes"),
+    "its train/validation split and data order depend on it": ("seed", "data.seed", "data.val_size"),
+    "the images it trains on depend on it": ("data.augment", "model.dropout"),
+    "the checkpoint restores the optimizer's state and settings": ("optimizer",),
+    "the checkpoint restores the learning-rate schedule": ("scheduler",),
+    "best.ckpt and val/acc_best record the best score it measures": (
+        "callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.mode"),
+}
 
 
 class ResumeError(ValueError):
@@ -59,6 +69,58 @@ def snapshot_subdir(run_dir: str) -> str:
     if (Path(run_dir) / SNAPSHOT / "config.yaml").is_file():
         return f"{SNAPSHOT}/resumed_{datetime.now():%Y-%m-%d_%H-%M-%S}"
     return SNAPSHOT
+
+
+def check_same_job(job_dir: Path, overrides: list[str]) -> None:
+    """A sweep job's folder that holds a run already holds this job's (requeued, or the same sweep
+    run again), not another job's: its results are not this job's to return or continue."""
+    kept = list(OmegaConf.load(job_dir / SNAPSHOT / "overrides.yaml"))
+    if differences := differing(kept, overrides):
+        raise ResumeError(f"{job_dir} holds another job's run ({differences[0]}), not this job's "
+                          f"({differences[1]}): sweep into a new folder (leave hydra.sweep.dir at its "
+                          "default), or move that folder away")
+
+
+def differing(kept: list[str], now: list[str]) -> tuple[str, str] | None:
+    """The overrides in which two jobs differ, as each job wrote them; None for the same job."""
+    jobs = [{override.key_or_group: override for override in OverridesParser.create().parse_overrides(lines)}
+            for lines in (kept, now)]
+    keys = sorted(key for key in jobs[0].keys() | jobs[1].keys()
+                  if key not in jobs[0] or key not in jobs[1] or jobs[0][key].value() != jobs[1][key].value())
+    if not keys:
+        return None
+    kept_lines, now_lines = (" ".join(job[key].input_line for key in keys if key in job) or "nothing" for job in jobs)
+    return kept_lines, now_lines
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def check_sweep_folder(config: DictConfig) -> None:
+    """A sweep run again into the folder of an earlier one (a fixed `hydra.sweep.dir`) finishes
+    that sweep: each job folder it finds there must hold the job this sweep runs in it. Checked
+    before any job starts, for Hydra's own sweeper, whose jobs are known in advance (each job
+    checks its own folder too: `check_same_job`)."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+    if config.hydra.sweeper._target_ != BASIC_SWEEPER or subdir != "${hydra.job.num}" or not sweep_dir.is_dir():
+        return
+    lines = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides(lines + list(config.hydra.overrides.task))
+    for number, job in enumerate(itertools.chain.from_iterable(BasicSweeper.split_arguments(overrides, None))):
+        kept_file = sweep_dir / str(number) / SNAPSHOT / "overrides.yaml"
+        kept = list(OmegaConf.load(kept_file)) if kept_file.is_file() else job
+        if differences := differing(kept, job):
+            raise ResumeError(f"hydra.sweep.dir={sweep_dir} holds an earlier sweep whose job {number} ran "
+                              f"{differences[0]}, where this sweep runs {differences[1]}: sweep into a new folder "
+                              "(leave hydra.sweep.dir at its default), or run the earlier sweep's command to finish it")
+
+
+def discard_event_files(run_dir: Path) -> None:
+    """A job requeued before its first checkpoint starts over, and so do its TensorBoard logs:
+    otherwise its first steps, and its hyperparameters, would appear twice."""
+    for events in run_dir.rglob("events.out.tfevents.*"):
+        events.unlink()
 
 
 def completed_run_metrics(run_dir: Path) -> dict | None:
@@ -107,8 +169,8 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's original config, with the overrides given now applied as Hydra would apply them.
 
     Config group choices (e.g. `data=tiny`) must match the run's own, nothing can be removed
-    (`~key`), and the settings that fix the run's length and data order (RUN_SHAPE_KEYS) must
-    keep their values: anything else (e.g. `trainer.enable_progress_bar=false`) applies.
+    (`~key`), and the settings the checkpoint depends on (KEPT_ON_RESUME) keep their values:
+    anything else (e.g. `trainer.enable_progress_bar=false`) applies.
     """
     original = OmegaConf.load(run_dir / SNAPSHOT / "config.yaml")
     choices = OmegaConf.load(run_dir / SNAPSHOT / "hydra.yaml").hydra.runtime.choices
@@ -133,16 +195,24 @@ def resumed_config(run_dir: Path, overrides: list[str]) -> DictConfig:
             reason = str(error).splitlines()[0]  # OmegaConf adds lines of internal detail
             raise ResumeError(f"{line}: cannot apply it to the resumed run ({reason}); "
                               f"to add a key the run does not have, write +{key}=...") from error
-    for key in RUN_SHAPE_KEYS:
-        started_with, now = OmegaConf.select(original, key), OmegaConf.select(config, key)
-        if now != started_with:
-            setting = f"{key}={started_with}" if started_with is not None else f"no {key}"
-            raise ResumeError(
-                f"{key}={now}: the run was started with {setting}, and a resumed run keeps it "
-                "(its learning-rate schedule and data order depend on it). Resume without this override, "
-                "or start a new run with the setting you want."
-            )
+    for reason, keys in KEPT_ON_RESUME.items():
+        for key in keys:
+            started_with, now = OmegaConf.select(original, key), OmegaConf.select(config, key)
+            if now != started_with:
+                raise ResumeError(
+                    f"{changed(key, now, started_with)}: a resumed run keeps the setting it started with ({reason}). "
+                    "Resume without this override, or start a new run with the setting you want."
+                )
     return config
+
+
+def changed(key: str, now, started_with) -> str:
+    """`optimizer.lr=0.01 (the run was started with 0.001)`, or the keys of a node that differ."""
+    if isinstance(now, DictConfig) and isinstance(started_with, DictConfig):
+        return ", ".join(changed(f"{key}.{name}", now.get(name), started_with.get(name))
+                         for name in sorted(set(now) | set(started_with)) if now.get(name) != started_with.get(name))
+    was = f"the run was started with {started_with}" if started_with is not None else "the run was started without it"
+    return f"{key}={now} ({was})"
 
 
 # What a checkpoint needs to continue a run: the weights, the step its logs continue from,

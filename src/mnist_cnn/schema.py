@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mnist_cnn.console import exit_with
+from mnist_cnn.resume import ResumeError, check_sweep_folder
 
 # Schedulers that span the whole run need its length in optimizer steps, which the Classifier
 # fills in once fitting starts: such a run must end.
@@ -171,7 +172,7 @@ CLASS_RULES: dict[str, dict[str, Rule]] = {
         "version": either(NULL, integer(0), Rule(lambda value: isinstance(value, str), "a text")),
         "default_hp_metric": BOOLEAN,
     },
-    "lightning.pytorch.callbacks.ModelCheckpoint": {
+    "mnist_cnn.run_checkpoint.RunCheckpoint": {
         "dirpath": TEXT, "filename": TEXT, "monitor": TEXT, "mode": one_of("max", "min"), "save_last": BOOLEAN,
         "save_top_k": integer(-1), "enable_version_counter": BOOLEAN,
         "every_n_train_steps": either(NULL, integer(0)), "every_n_epochs": either(NULL, integer(0)),
@@ -312,6 +313,10 @@ class CheckSettings(Callback):
                        "a sweep job requeued into its own folder resumes by itself, "
                        "and an Optuna search by running its command again")
         _check_or_exit(config, require_all=False)  # a swept key has no value before its job
+        try:
+            check_sweep_folder(config)
+        except ResumeError as error:
+            exit_with(str(error))
 
 
 def _continues_a_run(config: DictConfig) -> bool:

@@ -29,12 +29,15 @@ from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results, write_metrics
 from mnist_cnn.job_lock import job_running
 from mnist_cnn.mnist_files import MNISTFilesError
+from mnist_cnn.randomness import SeedEachTrainingBatch
 from mnist_cnn.resume import (
     SNAPSHOT,
     ResumeError,
+    check_same_job,
     check_weights_fit,
     checkpoint_to_resume,
     completed_run_metrics,
+    discard_event_files,
     nothing_to_resume,
     read_training_state,
     resumed_config,
@@ -204,7 +207,10 @@ def build(cfg: DictConfig, resume_step: int | None = None, extra_callbacks: Sequ
     if cfg.get("logger"):
         # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
         logger = instantiate(cfg.logger, **({"purge_step": resume_step} if resume_step is not None else {}))
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[*callbacks(cfg, logger), *extra_callbacks])
+    # Not a configurable callback: an exact resume is a property of every run, not an option.
+    seeding = SeedEachTrainingBatch(cfg.seed)
+    trainer = instantiate(cfg.trainer, logger=logger,
+                          callbacks=[seeding, *callbacks(cfg, logger), *extra_callbacks])
     return datamodule, classifier, trainer
 
 
@@ -240,15 +246,19 @@ def run(cfg: DictConfig) -> float | None:
     # A sweep job: another worker summarising a shared sweep folder sees it running, not failed.
     with job_running(run_dir) if hydra_config.mode == RunMode.MULTIRUN else nullcontext():
         try:
+            # A folder that held a config snapshot before this process started is an earlier
+            # run's (resumed, or requeued by a cluster): continue with that run's config.
+            continues_earlier_run = hydra_config.output_subdir not in (None, SNAPSHOT)
+            if continues_earlier_run and hydra_config.mode == RunMode.MULTIRUN:
+                check_same_job(run_dir, list(hydra_config.overrides.task))
             if metrics := completed_run_metrics(run_dir):  # a requeued job that had finished
                 log.info("%s", nothing_to_resume(run_dir, metrics))
                 return metrics.get("val/acc_best")
             resume_from = checkpoint_to_resume(cfg, run_dir)
-            # A folder that held a config snapshot before this process started is an earlier
-            # run's (resumed, or requeued by a cluster): continue with that run's config.
-            continues_earlier_run = hydra_config.output_subdir not in (None, SNAPSHOT)
             if resume_from or continues_earlier_run:
                 cfg = resumed_config(run_dir, list(hydra_config.overrides.task))
+            if continues_earlier_run and not resume_from:
+                discard_event_files(run_dir)
             check_config(cfg)
             resume_step = None
             if resume_from:
@@ -264,6 +274,8 @@ def run(cfg: DictConfig) -> float | None:
                 # exits non-zero once every job has run (SweepSummary).
                 if isinstance(error, TrainingDiverged):  # a result (metrics.json says diverged), not a failure
                     log.warning("%s", error)
+                elif isinstance(error, USER_ERRORS):  # the message says it all
+                    log.error("job failed: %s", error)
                 else:
                     log.exception("job failed; the sweep goes on")
                 return None  # Optuna records the trial as failed
