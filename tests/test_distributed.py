@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     CONFIG_DIR,
+    DDP,
     make_tiny_data,
     only_run_dir,
     only_sweep_dir,
@@ -17,7 +18,6 @@ from hydra import compose, initialize_config_dir
 from mnist_cnn.config import register_resolvers
 from mnist_cnn.job_lock import LOCK_FILE
 
-DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
 # What one run folder holds: rank 0's files only, no second snapshot or log of another rank.
 RUN_FOLDER = {".hydra", "checkpoints", "figures", "metrics.json", "train.log", "hparams.yaml"}
 # A sweep job keeps its hparams.yaml beside its events, and holds a lock while it runs.
