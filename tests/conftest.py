@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -202,6 +203,12 @@ def train_arguments(tiny: TinyData, log_dir: Path, *overrides: str, multirun: bo
 
 # Data-parallel training in two processes on the CPU (gloo), as any machine can run it.
 DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
+
+
+def cpu_trainer(devices: int) -> L.Trainer:
+    """A trainer of `devices` ranks on the CPU, for code that reads its settings; it never fits."""
+    return L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 
 
 def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",

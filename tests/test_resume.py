@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from run_probes import stopped_step, trained_batches, trained_weights
 
 from mnist_cnn.resume import ResumeError, resumed_config
+from mnist_cnn.train import usable_cpus
 
 TESTS_DIR = Path(__file__).parent
 # 240 training images in batches of 16: 15 steps an epoch, 45 in all; a step checkpoint every 8.
@@ -153,6 +154,8 @@ def test_ddp_run_stopped_by_a_signal_to_one_rank_resumes_to_exactly_the_uninterr
     assert stopped in ([step, step], [step + 1, step + 1]), stopped
     assert metrics["status"] == "interrupted" and metrics["steps"] == stopped[0]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == stopped[0]
+    # Two ranks on this machine: each takes half the usable CPUs, not all of them.
+    assert re.findall(r"torch uses (\d+) threads", output) == [str(max(1, usable_cpus() // 2))] * 2
 
     resume = {"resume=latest": "resume=latest", "ckpt_path": f"ckpt_path={run_dir}/checkpoints/last.ckpt"}[resume_by]
     # As a user resumes it: the run keeps its own settings, trainer=ddp among them.
