@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -171,6 +173,19 @@ def run_script(script: str, *arguments: str, timeout_s: int = 300, env: dict | N
                           capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})})
 
 
+def run_until_exit(command: list[str], timeout_s: float, env: dict) -> tuple[int | None, str]:
+    """Run `command` in its own process group; (exit code, output), or (None, output) when it
+    was still running after `timeout_s` and had to be killed with all its children."""
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+        return process.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return None, process.communicate()[0]
+
+
 def import_script(name: str) -> ModuleType:
     """scripts/<name>.py as a module, for testing its functions without running it."""
     spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
@@ -184,6 +199,16 @@ def train_arguments(tiny: TinyData, log_dir: Path, *overrides: str, multirun: bo
     return [*(["-m"] if multirun else []), "--config-dir", str(tiny.config_dir), "data=tiny",
             f"log_dir={log_dir}", "trainer=cpu", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
             *overrides]
+
+
+# Data-parallel training in two processes on the CPU (gloo), as any machine can run it.
+DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
+
+
+def cpu_trainer(devices: int) -> L.Trainer:
+    """A trainer of `devices` ranks on the CPU, for code that reads its settings; it never fits."""
+    return L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 
 
 def run_train(tiny: TinyData, log_dir: Path, *overrides: str, script: str = "train.py",

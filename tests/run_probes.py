@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_cnn.data import denormalize
 
@@ -23,40 +24,61 @@ def image_ids(images: torch.Tensor) -> list[int]:
 
 
 class RecordTrainedBatches(L.Callback):
-    """Appends one JSON line per optimizer step to `path`: the step, its epoch, the ids of the
-    images it trained on and a checksum of the batch exactly as the model saw it. A resumed run
+    """Appends one JSON line per optimizer step to `path`.rank<k>: the step, its epoch, the ids of
+    the images it trained on and a checksum of the batch exactly as the model saw it. A resumed run
     appends to the same file; for a step recorded twice, the later line is the one that counts.
-    When training ends, the weights go to `path` + `.weights` (checkpoints may be older)."""
+    When training ends, each rank's weights go to `path`.rank<k>.weights (checkpoints may be older);
+    when a signal stops it, the step it stopped at goes to `path`.rank<k>.stopped."""
 
     def __init__(self, path: str):
         self.path = Path(path)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            torch.save(pl_module.state_dict(), self.path.with_name(f"{self.path.name}.weights"))
+        torch.save(pl_module.state_dict(), rank_file(self.path, trainer.global_rank, ".weights"))
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            rank_file(self.path, trainer.global_rank, ".stopped").write_text(str(trainer.global_step))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         images, _ = batch
         record = {"step": trainer.global_step, "epoch": trainer.current_epoch, "ids": image_ids(images),
                   "checksum": float(images.double().sum())}
-        with self.path.with_name(f"{self.path.name}.rank{trainer.global_rank}").open("a") as file:
+        with rank_file(self.path, trainer.global_rank).open("a") as file:
             file.write(json.dumps(record) + "\n")
+
+
+def rank_file(path: Path, rank: int, suffix: str = "") -> Path:
+    """Where rank `rank` records what `path` names: beside it, never in the run folder."""
+    return path.with_name(f"{path.name}.rank{rank}{suffix}")
 
 
 def trained_batches(path: Path, rank: int = 0) -> dict[int, dict]:
     """step -> what `RecordTrainedBatches` last recorded for it."""
-    lines = path.with_name(f"{path.name}.rank{rank}").read_text().splitlines()
+    lines = rank_file(path, rank).read_text().splitlines()
     return {record["step"]: record for record in map(json.loads, lines)}
+
+
+def trained_weights(path: Path, rank: int = 0) -> dict[str, torch.Tensor]:
+    """The weights `RecordTrainedBatches` saved when training ended."""
+    return torch.load(rank_file(path, rank, ".weights"), weights_only=True)
+
+
+def stopped_step(path: Path, rank: int = 0) -> int | None:
+    """The step a signal stopped training at, as `RecordTrainedBatches` saw it; None if none did."""
+    stopped = rank_file(path, rank, ".stopped")
+    return int(stopped.read_text()) if stopped.exists() else None
 
 
 class SignalAtStep(L.Callback):
     """Sends `signal_name` (SIGINT, SIGTERM or SIGKILL) to its own process once `at_step`
-    optimizer steps are done; `at_step: -1` never does (for the resumed run)."""
+    optimizer steps are done; `at_step: -1` never does (for the resumed run). Under DDP only
+    rank `rank` does, if given, as when a signal reaches one process of a job."""
 
-    def __init__(self, at_step: int, signal_name: str):
-        self.at_step, self.signum = at_step, signal.Signals[signal_name]
+    def __init__(self, at_step: int, signal_name: str, rank: int | None = None):
+        self.at_step, self.signum, self.rank = at_step, signal.Signals[signal_name], rank
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        if trainer.global_step == self.at_step:
+        if trainer.global_step == self.at_step and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), self.signum)

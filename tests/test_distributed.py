@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from conftest import (
     CONFIG_DIR,
+    DDP,
+    cpu_trainer,
     make_tiny_data,
     only_run_dir,
     only_sweep_dir,
@@ -13,11 +15,12 @@ from conftest import (
     run_train,
 )
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from mnist_cnn import train
 from mnist_cnn.config import register_resolvers
 from mnist_cnn.job_lock import LOCK_FILE
 
-DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
 # What one run folder holds: rank 0's files only, no second snapshot or log of another rank.
 RUN_FOLDER = {".hydra", "checkpoints", "figures", "metrics.json", "train.log", "hparams.yaml"}
 # A sweep job keeps its hparams.yaml beside its events, and holds a lock while it runs.
@@ -98,6 +101,22 @@ def test_ddp_inside_a_sweep_preset_runs_each_rank_as_a_single_job(odd_tiny_data,
         assert {p.name for p in (sweep_dir / job).iterdir()} >= SWEEP_JOB_FOLDER
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["world_size"] == 2
+
+
+@pytest.mark.parametrize("cpus, n_jobs, threads", [
+    (16, None, 8),  # two ranks of one job
+    (16, 2, 4),  # two joblib jobs side by side, each with two ranks
+    (3, None, 1),
+    (1, 2, 1),  # never fewer than one
+])
+def test_ddp_ranks_on_the_cpu_share_the_usable_cpus_with_each_other_and_with_parallel_jobs(
+        monkeypatch, cpus, n_jobs, threads):
+    monkeypatch.setattr(train, "usable_cpus", lambda: cpus)
+    launcher = OmegaConf.create({"_target_": "BasicLauncher"} if n_jobs is None else {"n_jobs": n_jobs})
+    two_ranks = cpu_trainer(2)
+
+    assert train.torch_threads(None, launcher, two_ranks) == threads
+    assert train.torch_threads(3, launcher, two_ranks) == 3  # an explicit `threads=` wins
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIG_DIR, PROJECT_ROOT, only_run_dir, run_train
+from conftest import CONFIG_DIR, only_run_dir, run_train, run_until_exit
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import DictConfig, ListConfig
@@ -194,19 +194,6 @@ def test_max_loss_of_the_callback_sets_the_limit(tiny_data, tmp_path, accumulati
 
     assert result.returncode == 1
     assert "training diverged: the loss became" in result.stdout + result.stderr
-
-
-def run_until_exit(command: list[str], timeout_s: float, env: dict) -> tuple[int | None, str]:
-    """Run `command` in its own process group; (exit code, output), or (None, output) when it
-    was still running after `timeout_s` and had to be killed with all its children."""
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=timeout_s)
-        return process.returncode, output
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        return None, process.communicate()[0]
 
 
 @pytest.mark.slow

@@ -11,15 +11,26 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_data, only_run_dir, read_tensorboard, run_train
+from conftest import (
+    DDP,
+    PROJECT_ROOT,
+    make_tiny_data,
+    only_run_dir,
+    read_tensorboard,
+    run_train,
+    run_until_exit,
+    train_arguments,
+)
 from omegaconf import OmegaConf
-from run_probes import trained_batches
+from run_probes import stopped_step, trained_batches, trained_weights
 
 from mnist_cnn.resume import ResumeError, resumed_config
+from mnist_cnn.train import usable_cpus
 
 TESTS_DIR = Path(__file__).parent
 # 240 training images in batches of 16: 15 steps an epoch, 45 in all; a step checkpoint every 8.
@@ -34,28 +45,43 @@ def identified_data(tmp_path_factory):
     return make_tiny_data(tmp_path_factory.mktemp("resume_data"), train_size=260, test_size=91, val_size=20)
 
 
+def recorded(log_dir: Path) -> list[str]:
+    return ["+callbacks.record._target_=run_probes.RecordTrainedBatches", f"+callbacks.record.path={log_dir}/batches"]
+
+
 def train(tiny, log_dir: Path, *overrides: str, step_checkpoints: bool = True):
     """The run, recording its batches; with a checkpoint every 8 steps unless `step_checkpoints` is
     false (the default config: last.ckpt at the end of each epoch only)."""
-    record = f"+callbacks.record._target_=run_probes.RecordTrainedBatches +callbacks.record.path={log_dir}/batches"
     checkpoints = [STEP_CHECKPOINTS] if step_checkpoints else []
-    return run_train(tiny, log_dir, *RUN, *checkpoints, *record.split(), *overrides, env=PROBES)
+    return run_train(tiny, log_dir, *RUN, *checkpoints, *recorded(log_dir), *overrides, env=PROBES)
 
 
-def interrupt_at(step: int, signal_name: str) -> list[str]:
+def train_ddp(tiny, log_dir: Path, *overrides: str) -> tuple[int | None, str]:
+    """`train` on two CPU ranks: (exit code, output), or (None, output) if it hung."""
+    return run_ddp(*train_arguments(tiny, log_dir, *RUN, STEP_CHECKPOINTS, *recorded(log_dir), *DDP, *overrides))
+
+
+def run_ddp(*arguments: str) -> tuple[int | None, str]:
+    """`python train.py <arguments>` with the probes, killed with all its ranks if it hangs."""
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"), *arguments]
+    return run_until_exit(command, timeout_s=240, env={**os.environ, **PROBES})
+
+
+def interrupt_at(step: int, signal_name: str, rank: int | None = None) -> list[str]:
     return ["+callbacks.interrupt._target_=run_probes.SignalAtStep", f"+callbacks.interrupt.at_step={step}",
-            f"+callbacks.interrupt.signal_name={signal_name}"]
+            f"+callbacks.interrupt.signal_name={signal_name}",
+            *([f"+callbacks.interrupt.rank={rank}"] if rank is not None else [])]
 
 
 NO_INTERRUPT = "++callbacks.interrupt.at_step=-1"
 
 
-def outcome(log_dir: Path) -> dict:
+def outcome(log_dir: Path, rank: int = 0) -> dict:
+    """What the run in `log_dir` computed, as rank `rank` saw it."""
     run_dir = only_run_dir(log_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    weights = torch.load(log_dir / "batches.weights", weights_only=True)
-    return {"batches": trained_batches(log_dir / "batches"), "weights": weights, "metrics": metrics,
-            "scalars": read_tensorboard(run_dir)[0]}
+    return {"batches": trained_batches(log_dir / "batches", rank), "weights": trained_weights(log_dir / "batches", rank),
+            "metrics": metrics, "scalars": read_tensorboard(run_dir)[0]}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +93,7 @@ def uninterrupted(identified_data, tmp_path_factory):
 
 
 def assert_same_run(resumed: dict, expected: dict) -> None:
-    assert sorted(resumed["batches"]) == list(range(45)) == sorted(expected["batches"])
+    assert sorted(resumed["batches"]) == list(range(expected["metrics"]["steps"])) == sorted(expected["batches"])
     for step, record in expected["batches"].items():  # the same images, in the same order, step by step
         assert resumed["batches"][step] == record, f"step {step} trained on other images"
     assert resumed["weights"].keys() == expected["weights"].keys()
@@ -108,6 +134,45 @@ def test_interrupted_run_resumes_to_exactly_the_uninterrupted_run(identified_dat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert only_run_dir(tmp_path) == run_dir
     assert_same_run(outcome(tmp_path), uninterrupted)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_ddp(identified_data, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("uninterrupted_ddp")
+    returncode, output = train_ddp(identified_data, log_dir)
+    assert returncode == 0, output[-3000:]
+    return [outcome(log_dir, rank) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name, step, signalled_rank, resume_by", [
+    ("SIGTERM", 5, 1, "ckpt_path"),  # epoch 0 (8 steps an epoch on each of the two ranks)
+    ("SIGINT", 12, 0, "resume=latest"),  # epoch 1
+])
+def test_ddp_run_stopped_by_a_signal_to_one_rank_resumes_to_exactly_the_uninterrupted_run(
+        identified_data, tmp_path, uninterrupted_ddp, signal_name, step, signalled_rank, resume_by):
+    returncode, output = train_ddp(identified_data, tmp_path, *interrupt_at(step, signal_name, signalled_rank))
+
+    assert returncode == 1, output[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # Every rank stops at one and the same step, the signalled one or the next; last.ckpt holds it.
+    stopped = [stopped_step(tmp_path / "batches", rank) for rank in (0, 1)]
+    assert stopped in ([step, step], [step + 1, step + 1]), stopped
+    assert metrics["status"] == "interrupted" and metrics["steps"] == stopped[0]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == stopped[0]
+    # Two ranks on this machine: each takes half the usable CPUs, not all of them.
+    assert re.findall(r"torch uses (\d+) threads", output) == [str(max(1, usable_cpus() // 2))] * 2
+
+    resume = {"resume=latest": "resume=latest", "ckpt_path": f"ckpt_path={run_dir}/checkpoints/last.ckpt"}[resume_by]
+    # As a user resumes it: the run keeps its own settings, trainer=ddp among them.
+    returncode, output = run_ddp("--config-dir", str(identified_data.config_dir), "data=tiny", f"log_dir={tmp_path}",
+                                 resume, NO_INTERRUPT)
+
+    assert returncode == 0, output[-3000:]
+    assert only_run_dir(tmp_path) == run_dir
+    for rank in (0, 1):
+        assert_same_run(outcome(tmp_path, rank), uninterrupted_ddp[rank])
 
 
 # Dropout and augmented batches: the probe's image ids are then scrambled pixels, but the same

@@ -18,6 +18,7 @@ import pytest
 import torch
 from conftest import (
     CONFIG_DIR,
+    cpu_trainer,
     hparams_tab,
     only_sweep_dir,
     run_script,
@@ -281,7 +282,7 @@ def test_threads_default_to_the_cpus_this_process_may_run_on():
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(allowed)})
     try:
-        threads = torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"}))
+        threads = torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"}), cpu_trainer(1))
     finally:
         os.sched_setaffinity(0, allowed)
     assert threads == 1
@@ -289,11 +290,12 @@ def test_threads_default_to_the_cpus_this_process_may_run_on():
 
 def test_threads_default_to_the_cores_shared_among_parallel_jobs():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"})) == cores
-    assert torch_threads(3, OmegaConf.create({"n_jobs": 2})) == 3
+    one_process = cpu_trainer(1)
+    assert torch_threads(None, OmegaConf.create({"_target_": "BasicLauncher"}), one_process) == cores
+    assert torch_threads(3, OmegaConf.create({"n_jobs": 2}), one_process) == 3
     pytest.importorskip("joblib", reason=SWEEP_EXTRA)
-    assert torch_threads(None, OmegaConf.create({"n_jobs": 2})) == max(1, cores // 2)
-    assert torch_threads(None, OmegaConf.create({"n_jobs": -1})) == 1  # joblib: one job per core
+    assert torch_threads(None, OmegaConf.create({"n_jobs": 2}), one_process) == max(1, cores // 2)
+    assert torch_threads(None, OmegaConf.create({"n_jobs": -1}), one_process) == 1  # joblib: one job per core
 
 
 @pytest.mark.slow

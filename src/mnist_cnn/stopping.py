@@ -4,6 +4,7 @@ import math
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -23,28 +24,48 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path:
 
 
 class CheckpointOnInterrupt(Callback):
-    """SIGINT (Ctrl+C) and SIGTERM stop training at the next step boundary and save last.ckpt.
+    """SIGINT (Ctrl+C) and SIGTERM stop training at the end of a step and save last.ckpt.
 
-    Lightning already turns SIGTERM into a SIGTERMException at a step boundary, agreed
-    across DDP ranks; Ctrl+C is routed to the same path instead of interrupting the
-    optimizer step wherever it happens to be.
+    In one process Lightning's SIGTERM handler does this, and Ctrl+C is routed to it instead of
+    interrupting the optimizer step wherever it happens to be. Under DDP Lightning's handler is
+    not enough: each rank stops at its own next step (a signal may reach one rank, or reach them
+    at different steps), so the collective save of last.ckpt would mix steps or hang. There this
+    callback's handler only notes the signal, and at the end of every step the ranks agree
+    (one all-reduce) whether any rank was signalled: all stop at the same step.
     """
 
     def __init__(self):
         self.signal_received: int | None = None
-        self._original_sigint = None
+        self._signalled = False  # under DDP: this rank got a signal the ranks have not yet agreed on
+        self._replaced_handlers: dict[int, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Not earlier: Lightning snapshots every signal handler just before training and puts
-        # the snapshot back after an exception, which would reinstall this handler.
-        self._original_sigint = signal.signal(signal.SIGINT, self._sigint_as_sigterm)
+        # the snapshot back after an exception, which would reinstall these handlers.
+        self._signalled = False
+        self._replace_handler(signal.SIGINT, self._sigint_as_sigterm)
+        if trainer.world_size > 1:
+            # Lightning's handler would stop this rank alone, and runs a collective inside the handler.
+            self._replace_handler(signal.SIGTERM, self._note_sigterm)
+
+    def _replace_handler(self, signum: int, handler) -> None:
+        self._replaced_handlers[signum] = signal.signal(signum, handler)
 
     def _sigint_as_sigterm(self, signum, frame) -> None:
         self.signal_received = signal.SIGINT
         os.kill(os.getpid(), signal.SIGTERM)
 
+    def _note_sigterm(self, signum, frame) -> None:
+        self._signalled = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
+            # The flag Lightning's own handler sets: every rank raises SIGTERMException at the end of this step.
+            trainer._signal_connector.received_sigterm = True
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_sigint()
+        self._restore_handlers()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Whatever ended the fit (a signal, a divergence, a bug), a later Ctrl+C in this
@@ -54,12 +75,13 @@ class CheckpointOnInterrupt(Callback):
                 self.signal_received = self.signal_received or signal.SIGTERM
                 trainer.save_checkpoint(last_checkpoint_path(trainer), weights_only=False)
         finally:
-            self._restore_sigint()
+            self._restore_handlers()
 
-    def _restore_sigint(self) -> None:
-        if self._original_sigint is not None:
-            signal.signal(signal.SIGINT, self._original_sigint)
-            self._original_sigint = None
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._replaced_handlers.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
+        self._replaced_handlers = {}
 
 
 class StopOnDivergence(Callback):

@@ -14,6 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -91,17 +92,27 @@ def record_hyperparameters(logger: Logger | None, cfg: DictConfig) -> None:
         writer.add_summary(summary)
 
 
-def torch_threads(requested: int | None, launcher: DictConfig) -> int:
-    """Torch's thread count for this job: as requested, else the usable CPUs shared among the jobs
-    the launcher runs side by side (joblib's `n_jobs`), so parallel jobs don't oversubscribe."""
+def torch_threads(requested: int | None, launcher: DictConfig, trainer: L.Trainer) -> int:
+    """Torch's thread count for this process: as requested, else the usable CPUs shared among the
+    processes that compute side by side on this machine (the launcher's parallel jobs, times each
+    job's DDP ranks when they run on the CPU), so that they don't oversubscribe it."""
     if requested is not None:
         return requested
-    parallel_jobs = 1
-    if "n_jobs" in launcher:  # only the joblib launcher runs several jobs on this machine
-        from joblib import effective_n_jobs  # installed with the launcher
+    return max(1, usable_cpus() // (parallel_jobs(launcher) * cpu_ranks(trainer)))
 
-        parallel_jobs = effective_n_jobs(launcher.n_jobs)
-    return max(1, usable_cpus() // parallel_jobs)
+
+def parallel_jobs(launcher: DictConfig) -> int:
+    """The jobs the launcher runs side by side: joblib's `n_jobs`; other launchers run one at a time."""
+    if "n_jobs" not in launcher:  # only the joblib launcher runs several jobs on this machine
+        return 1
+    from joblib import effective_n_jobs  # installed with the launcher
+
+    return effective_n_jobs(launcher.n_jobs)
+
+
+def cpu_ranks(trainer: L.Trainer) -> int:
+    """The processes of one job that compute on this node's CPUs: its DDP ranks there, else one."""
+    return trainer.num_devices if isinstance(trainer.accelerator, CPUAccelerator) else 1
 
 
 def usable_cpus() -> int:
@@ -218,12 +229,13 @@ def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, resum
           ) -> dict[str, Any]:
     """Build data, model, logger and trainer from the config, then fit (continuing from `resume_from`,
     whose step is `resume_step`) and test; returns the metrics."""
-    torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher))
-    log.info("torch uses %d threads", torch.get_num_threads())
     if cfg.reuse_freed_memory and not reuse_freed_memory():
         log.info("reuse_freed_memory has no effect here: it needs glibc's malloc (Linux)")
     L.seed_everything(cfg.seed, workers=True)
     datamodule, classifier, trainer = build(cfg, resume_step)
+    # After the trainer is built: its accelerator and devices say how many ranks share the CPUs.
+    torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher, trainer))
+    log.info("torch uses %d threads", torch.get_num_threads())
     if trainer.is_global_zero and not resume_from:
         record_hyperparameters(trainer.logger, cfg)
 
