@@ -24,6 +24,9 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
 from hydra_plugins.mnist_optuna_sweeper import _storage
 from hydra_plugins.mnist_optuna_sweeper._search_space import search_space
 
@@ -67,6 +70,34 @@ def test_search_space_syntax_becomes_optuna_distributions():
     assert searched["model.channels"] == CategoricalDistribution(["[4,8]", "[8,16]"])
     assert searched["trainer.max_epochs"] == IntDistribution(1, 3)  # range() excludes its stop, as in Python
     assert fixed == {"seed": "7"}
+
+
+def overrides_optuna_can_give(key: str, distribution) -> set[str]:
+    """Every `key=value` override a job of the search can get from a discrete distribution."""
+    if isinstance(distribution, CategoricalDistribution):
+        values = distribution.choices
+    else:
+        assert isinstance(distribution, IntDistribution), distribution  # a float range must be exact
+        values = range(distribution.low, distribution.high + 1, distribution.step)
+    return {f"{key}={value}" for value in values}
+
+
+@pytest.mark.parametrize("sweep", ["range(0.0,0.3,0.1)", "range(0,1,0.3)", "range(0.5,0.1,-0.1)", "range(1,10,3)",
+                                   "range(10,1,-3)", "range(1,4)", "shuffle(range(0.0,0.3,0.1))",
+                                   "shuffle(range(1,10,3))"])
+def test_a_range_gives_optuna_exactly_the_values_hydras_own_sweeper_runs(sweep):
+    overrides = OverridesParser.create().parse_overrides([f"model.dropout={sweep}"])
+    [hydra_jobs] = BasicSweeper.split_arguments(overrides, max_batch_size=None)  # one batch: every job
+
+    searched, _ = search_space([f"model.dropout={sweep}"])
+
+    assert overrides_optuna_can_give("model.dropout", searched["model.dropout"]) == {job for [job] in hydra_jobs}
+
+
+def test_an_empty_range_is_one_line_naming_it():
+    with pytest.raises(ValueError, match=r"^model.dropout=range\(5,1\): .*empty.*step") as error:
+        search_space(["model.dropout=range(5,1)"])
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.slow
