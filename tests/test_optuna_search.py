@@ -4,6 +4,7 @@ workers with different launchers sharing one study."""
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT, run_train, train_arguments
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from sqlalchemy import exc as sqlalchemy_exc
 
@@ -24,10 +27,12 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
-
 from hydra_plugins.mnist_optuna_sweeper import _storage
+from hydra_plugins.mnist_optuna_sweeper._liveness import (
+    HEARTBEAT,
+    SilenceWatch,
+    heartbeat,
+)
 from hydra_plugins.mnist_optuna_sweeper._search_space import search_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -180,7 +185,10 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
     assert [trial.number for trial in trials] == list(range(len(trials)))  # unique, none lost
     assert sum(trial.state in FINISHED for trial in trials) == 3
     assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [killed]
-    assert "2 of 3 trials to run" in again.stdout + again.stderr
+    # Ctrl+C: the search recorded its trial failed. SIGKILL: the rerun starts the missing trial at
+    # once, and replaces the killed one once it has itself watched it stay silent.
+    planned = "2 of 3 trials to run" if stop == signal.SIGINT else "1 of 3 trials to run"
+    assert planned in again.stdout + again.stderr
     # killed: no metrics.json; Ctrl+C: status interrupted once training had started, else none
     allowed = {"failed"} if stop == signal.SIGKILL else {"failed", "interrupted"}
     assert summary_rows(tmp_path)[str(killed)]["status"] in allowed
@@ -189,6 +197,32 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
 
     assert len(load_study(tmp_path).trials) == len(trials)
     assert "0 of 3 trials to run" in finished.stdout + finished.stderr and "best trial" in finished.stdout + finished.stderr
+
+
+@pytest.mark.slow
+def test_a_search_whose_places_a_dead_search_holds_waits_then_replaces_its_trials(tiny_data, tmp_path):
+    study_dir(tmp_path).mkdir(parents=True)
+    dead = sqlite_study(study_dir(tmp_path)).ask()
+    dead.set_user_attr(HEARTBEAT, time.time())  # as searches before the heartbeat count wrote it
+
+    result = search(tiny_data, tmp_path, "hydra.sweeper.n_trials=1", *QUICK_HEARTBEAT)
+
+    assert "0 of 1 trials to run" in result.stdout + result.stderr
+    assert f"trials [{dead.number}], running elsewhere" in result.stdout + result.stderr
+    assert [trial.state for trial in load_study(tmp_path).trials] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+@pytest.mark.slow
+def test_a_search_whose_places_a_live_worker_holds_ends_once_it_has_seen_them_beat(tiny_data, tmp_path):
+    study_dir(tmp_path).mkdir(parents=True)
+    running = sqlite_study(study_dir(tmp_path)).ask()
+
+    with heartbeat([running], interval_s=1):  # the other worker, alive
+        result = search(tiny_data, tmp_path, "hydra.sweeper.n_trials=1", *QUICK_HEARTBEAT)
+
+    assert f"trials [{running.number}], running elsewhere" in result.stdout + result.stderr
+    assert [trial.state for trial in load_study(tmp_path).trials] == [TrialState.RUNNING]  # left to its worker
+    assert not (study_dir(tmp_path) / str(running.number)).exists()
 
 
 @pytest.mark.slow
@@ -262,3 +296,58 @@ def test_a_worker_that_loses_the_race_to_create_a_new_sqlite_study_tries_again(t
     storage = _storage.open_storage(f"sqlite:///{tmp_path}/study/study.db")
     assert len(opened) == 2 and isinstance(storage, real_storage)
     assert (tmp_path / "study" / "study.db").exists()
+
+
+def sqlite_study(folder: Path, storage=None) -> "optuna.Study":
+    """A study in a real SQLite file, as the search keeps it."""
+    return optuna.create_study(storage=storage or f"sqlite:///{folder}/study.db", study_name="mnist-cnn",
+                               direction="maximize")
+
+
+def warnings_logged(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_a_heartbeat_the_storage_refuses_is_logged_and_lands_at_a_later_interval(tmp_path, caplog):
+    class LockedForThreeBeats(optuna.storages.RDBStorage):
+        refusals_left = 3
+
+        def set_trial_user_attr(self, trial_id, key, value):
+            if key == HEARTBEAT and self.refusals_left:
+                self.refusals_left -= 1
+                raise sqlalchemy_exc.OperationalError("UPDATE trial_user_attributes", {},
+                                                      Exception("database is locked"))
+            super().set_trial_user_attr(trial_id, key, value)
+
+    storage = LockedForThreeBeats(f"sqlite:///{tmp_path}/study.db")
+    study = sqlite_study(tmp_path, storage)
+    trial = study.ask()
+
+    with caplog.at_level(logging.WARNING), heartbeat([trial], interval_s=0.05):
+        deadline = time.monotonic() + 10
+        while HEARTBEAT not in study.trials[0].user_attrs and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    assert storage.refusals_left == 0 and HEARTBEAT in study.trials[0].user_attrs
+    refused = warnings_logged(caplog)
+    assert len(refused) == 3 and all("trial 0" in line and "database is locked" in line for line in refused)
+    assert not any("\n" in line for line in refused)
+
+
+def test_a_running_trial_is_judged_by_its_heartbeat_changing_not_by_the_clock_that_wrote_it(tmp_path):
+    study = sqlite_study(tmp_path)
+    # Heartbeats from searches made before the counter: seconds on clocks far ahead of and behind this one.
+    ahead, behind, beating = study.ask(), study.ask(), study.ask()
+    ahead.set_user_attr(HEARTBEAT, time.time() + 1e6)
+    behind.set_user_attr(HEARTBEAT, time.time() - 1e6)
+    watch = SilenceWatch(grace_period_s=0.5)
+
+    assert watch.fail_silent(study) == []  # a first look judges nothing: a clock ahead or behind says nothing
+    for beats in range(1, 3):
+        time.sleep(0.3)
+        beating.set_user_attr(HEARTBEAT, beats)
+        silent = watch.fail_silent(study)
+
+    assert silent == [ahead.number, behind.number]  # still for 0.6 s of this worker's own clock
+    states = {trial.number: trial.state for trial in study.trials}
+    assert states == {ahead.number: TrialState.FAIL, behind.number: TrialState.FAIL, beating.number: TrialState.RUNNING}

@@ -6,6 +6,7 @@ worker on the same storage, picks up where the study stands."""
 import json
 import logging
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from ._liveness import fail_dead_trials, heartbeat
+from ._liveness import SilenceWatch, heartbeat
 from ._search_space import search_space
 from ._storage import open_storage
 
@@ -50,6 +51,12 @@ def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn, objective: st
 
 
 class OptunaSearch(Sweeper):
+    """Runs the trials still missing from the study's n_trials, counting those running elsewhere.
+    When those running elsewhere take every remaining place, the search watches their heartbeats:
+    a trial whose heartbeat stays still for grace_period_s (its search died) is recorded failed
+    and replaced; once each of the others has beaten, the search writes the results and ends,
+    rather than hold its machine idle, and the live workers write them again when they finish."""
+
     def __init__(self, sampler: Any, pruner: Any, direction: str, objective: str, storage: Any,
                  study_name: str, n_trials: int, n_jobs: int, heartbeat_interval_s: int,
                  grace_period_s: int, params: dict[str, str]) -> None:
@@ -77,17 +84,33 @@ class OptunaSearch(Sweeper):
         study = optuna.create_study(storage=open_storage(self.storage), study_name=self.study_name,
                                     sampler=instantiate(self.sampler), pruner=instantiate(self.pruner),
                                     direction=self.direction, load_if_exists=True)
-        fail_dead_trials(study, self.grace_period_s)
+        self.run_missing(study, searched, fixed)
+        self.write_results(study)
+
+    def run_missing(self, study: optuna.Study, searched: dict, fixed: dict[str, str]) -> None:
+        """Run trials until the study has its n_trials, or this session's own failures used its share."""
+        watch = SilenceWatch(self.grace_period_s)
+        watch.fail_silent(study)  # a first look: the next ones tell a silent trial
         to_launch = self.missing(study)  # failures in this session are replaced by the next one
         log.info("study %s: %d of %d trials to run", self.study_name, max(to_launch, 0), self.n_trials)
-        job_idx = 0
-        while (batch_size := min(self.n_jobs, to_launch, self.missing(study))) > 0:
-            trials = [self.ask(study, searched) for _ in range(batch_size)]
-            trials = [trial for trial in trials if trial is not None]
-            to_launch -= batch_size
-            self.run_batch(study, trials, fixed, job_idx)
-            job_idx += len(trials)
-        self.write_results(study)
+        job_idx, waiting_for = 0, []
+        while True:
+            to_launch += len(watch.fail_silent(study))  # a dead search's trials: replaced, not ours to count
+            if (batch_size := min(self.n_jobs, to_launch, self.missing(study))) > 0:
+                trials = [self.ask(study, searched) for _ in range(batch_size)]
+                trials = [trial for trial in trials if trial is not None]
+                to_launch -= batch_size
+                self.run_batch(study, trials, fixed, job_idx)
+                job_idx += len(trials)
+            elif self.missing(study) <= 0 and watch.unproven():
+                if watch.unproven() != waiting_for:
+                    waiting_for = watch.unproven()
+                    log.info("study %s: trials %s, running elsewhere, take the remaining places: waiting "
+                             "for their heartbeat, or %s s of silence to replace them", self.study_name,
+                             waiting_for, self.grace_period_s)
+                time.sleep(self.heartbeat_interval_s)
+            else:
+                break
 
     def run_batch(self, study: optuna.Study, trials: list[optuna.Trial], fixed: dict[str, str],
                   job_idx: int) -> None:
