@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 from conftest import PROJECT_ROOT, run_train, train_arguments
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 from sqlalchemy import exc as sqlalchemy_exc
 
@@ -33,6 +35,7 @@ from hydra_plugins.mnist_optuna_sweeper._liveness import (
     SilenceWatch,
     heartbeat,
 )
+from hydra_plugins.mnist_optuna_sweeper._search import tell
 from hydra_plugins.mnist_optuna_sweeper._search_space import search_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -199,6 +202,55 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
     assert "0 of 3 trials to run" in finished.stdout + finished.stderr and "best trial" in finished.stdout + finished.stderr
 
 
+def stop_outside_transactions(process: subprocess.Popen, database: Path) -> None:
+    """SIGSTOP `process` at a moment it holds no lock on the SQLite `database`: stopped inside a
+    transaction, it would block every other worker (SQLite's locking, which no sweeper can undo)."""
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        connection = sqlite3.connect(database, timeout=0.1, isolation_level=None)
+        try:
+            connection.execute("BEGIN EXCLUSIVE")  # refused while any other connection reads or writes
+            connection.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.2)
+        finally:
+            connection.close()
+
+
+@pytest.mark.slow
+def test_a_stalled_search_whose_trial_another_worker_replaced_goes_on_and_writes_the_results(tiny_data, tmp_path):
+    # The stalled search's trial takes the study's last place: the other worker must wait to see it silent.
+    overrides = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none",
+                 "trainer.max_epochs=4", *QUICK_HEARTBEAT]
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"),
+               *train_arguments(tiny_data, tmp_path, *overrides, multirun=True)]
+    results = study_dir(tmp_path) / "optimization_results.yaml"
+    with (tmp_path / "stalled.log").open("w") as output, subprocess.Popen(
+            command, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT) as stalled:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not one_finished_one_training(tmp_path):
+            time.sleep(0.5)
+        [silent] = [trial.number for trial in load_study(tmp_path).trials if trial.state == TrialState.RUNNING]
+        stop_outside_transactions(stalled, study_dir(tmp_path) / "study.db")  # its heartbeat stops with it
+        try:
+            other = search(tiny_data, tmp_path, *overrides[2:])
+            results.unlink()
+        finally:
+            stalled.send_signal(signal.SIGCONT)
+        stalled.wait(timeout=300)
+
+    # Its job, resumed, fails when it reports to the failed trial; the search itself tells and goes on.
+    stalled_log = (tmp_path / "stalled.log").read_text()
+    assert f"trial {silent}: another worker recorded it failed" in stalled_log, stalled_log[-3000:]
+    assert "waiting for their heartbeat" in other.stdout + other.stderr
+    trials = load_study(tmp_path).trials
+    assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [silent]
+    assert sum(trial.state in FINISHED for trial in trials) == 2
+    assert results.exists()  # written again by the search that stalled
+
+
 @pytest.mark.slow
 def test_a_search_whose_places_a_dead_search_holds_waits_then_replaces_its_trials(tiny_data, tmp_path):
     study_dir(tmp_path).mkdir(parents=True)
@@ -304,8 +356,31 @@ def sqlite_study(folder: Path, storage=None) -> "optuna.Study":
                                direction="maximize")
 
 
+def finished_job(folder: Path, metrics: dict) -> JobReturn:
+    """What the launcher returns for a job whose run folder holds `metrics`."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return JobReturn(hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(folder)}}}))
+
+
 def warnings_logged(caplog) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_a_trial_another_worker_recorded_failed_is_told_with_one_warning(tmp_path, caplog):
+    study = sqlite_study(tmp_path)
+    trial = study.ask()
+    optuna.load_study(study_name="mnist-cnn", storage=f"sqlite:///{tmp_path}/study.db").tell(
+        trial.number, state=TrialState.FAIL)  # the other worker: this trial's heartbeat had stopped
+    job = finished_job(tmp_path / "0", {"status": "completed", "val/acc_best": 0.9, "epochs": 2})
+
+    with caplog.at_level(logging.WARNING):
+        status = tell(study, trial, job, "val/acc_best")
+
+    assert status == "completed"
+    [warning] = warnings_logged(caplog)
+    assert "trial 0" in warning and "another worker recorded it failed" in warning and "\n" not in warning
+    assert study.trials[0].state == TrialState.FAIL
 
 
 def test_a_heartbeat_the_storage_refuses_is_logged_and_lands_at_a_later_interval(tmp_path, caplog):

@@ -18,6 +18,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ._liveness import SilenceWatch, heartbeat
@@ -34,10 +35,22 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn, objective: str) -> str:
-    """Record the job's outcome from its metrics.json; returns its status."""
+    """Record the job's outcome from its metrics.json; returns its status. A trial another worker
+    has meanwhile recorded failed (this search stalled past the grace period) keeps that record."""
     metrics_file = Path(job.hydra_cfg.hydra.runtime.output_dir) / "metrics.json" if job.hydra_cfg else None
     metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
     status = metrics.get("status", "failed")
+    try:
+        record(study, trial, metrics, status, objective)
+    except (UpdateFinishedTrialError, ValueError):  # what Optuna raises for a finished trial
+        if state_of(study, trial.number) != TrialState.FAIL:
+            raise
+        log.warning("trial %d: another worker recorded it failed while this search was silent; "
+                    "its outcome here (%s) is not recorded", trial.number, status)
+    return status
+
+
+def record(study: optuna.Study, trial: optuna.Trial, metrics: dict, status: str, objective: str) -> None:
     trial.set_user_attr("status", status)
     if "epochs" in metrics:
         trial.set_user_attr("epochs", metrics["epochs"])
@@ -47,7 +60,10 @@ def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn, objective: st
         study.tell(trial, float(metrics[objective]))
     else:
         study.tell(trial, state=TrialState.FAIL)
-    return status
+
+
+def state_of(study: optuna.Study, number: int) -> TrialState:
+    return next(trial.state for trial in study.get_trials(deepcopy=False) if trial.number == number)
 
 
 class OptunaSearch(Sweeper):
