@@ -118,9 +118,9 @@ class OptunaSearch(Sweeper):
                 to_launch -= batch_size
                 self.run_batch(study, trials, fixed, job_idx)
                 job_idx += len(trials)
-            elif self.missing(study) <= 0 and watch.unproven():
-                if watch.unproven() != waiting_for:
-                    waiting_for = watch.unproven()
+            elif self.missing(study) <= 0 and (unproven := watch.unproven()):
+                if unproven != waiting_for:  # one line for each set of trials waited for
+                    waiting_for = unproven
                     log.info("study %s: trials %s, running elsewhere, take the remaining places: waiting "
                              "for their heartbeat, or %s s of silence to replace them", self.study_name,
                              waiting_for, self.grace_period_s)
