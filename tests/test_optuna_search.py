@@ -4,8 +4,10 @@ workers with different launchers sharing one study."""
 
 import csv
 import json
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +15,9 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT, run_train, train_arguments
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 from sqlalchemy import exc as sqlalchemy_exc
 
@@ -25,6 +30,12 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from hydra_plugins.mnist_optuna_sweeper import _storage
+from hydra_plugins.mnist_optuna_sweeper._liveness import (
+    HEARTBEAT,
+    SilenceWatch,
+    heartbeat,
+)
+from hydra_plugins.mnist_optuna_sweeper._search import tell
 from hydra_plugins.mnist_optuna_sweeper._search_space import search_space
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -67,6 +78,34 @@ def test_search_space_syntax_becomes_optuna_distributions():
     assert searched["model.channels"] == CategoricalDistribution(["[4,8]", "[8,16]"])
     assert searched["trainer.max_epochs"] == IntDistribution(1, 3)  # range() excludes its stop, as in Python
     assert fixed == {"seed": "7"}
+
+
+def overrides_optuna_can_give(key: str, distribution) -> set[str]:
+    """Every `key=value` override a job of the search can get from a discrete distribution."""
+    if isinstance(distribution, CategoricalDistribution):
+        values = distribution.choices
+    else:
+        assert isinstance(distribution, IntDistribution), distribution  # a float range must be exact
+        values = range(distribution.low, distribution.high + 1, distribution.step)
+    return {f"{key}={value}" for value in values}
+
+
+@pytest.mark.parametrize("sweep", ["range(0.0,0.3,0.1)", "range(0,1,0.3)", "range(0.5,0.1,-0.1)", "range(1,10,3)",
+                                   "range(10,1,-3)", "range(1,4)", "shuffle(range(0.0,0.3,0.1))",
+                                   "shuffle(range(1,10,3))"])
+def test_a_range_gives_optuna_exactly_the_values_hydras_own_sweeper_runs(sweep):
+    overrides = OverridesParser.create().parse_overrides([f"model.dropout={sweep}"])
+    [hydra_jobs] = BasicSweeper.split_arguments(overrides, max_batch_size=None)  # one batch: every job
+
+    searched, _ = search_space([f"model.dropout={sweep}"])
+
+    assert overrides_optuna_can_give("model.dropout", searched["model.dropout"]) == {job for [job] in hydra_jobs}
+
+
+def test_an_empty_range_is_one_line_naming_it():
+    with pytest.raises(ValueError, match=r"^model.dropout=range\(5,1\): .*empty.*step") as error:
+        search_space(["model.dropout=range(5,1)"])
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.slow
@@ -149,7 +188,10 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
     assert [trial.number for trial in trials] == list(range(len(trials)))  # unique, none lost
     assert sum(trial.state in FINISHED for trial in trials) == 3
     assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [killed]
-    assert "2 of 3 trials to run" in again.stdout + again.stderr
+    # Ctrl+C: the search recorded its trial failed. SIGKILL: the rerun starts the missing trial at
+    # once, and replaces the killed one once it has itself watched it stay silent.
+    planned = "2 of 3 trials to run" if stop == signal.SIGINT else "1 of 3 trials to run"
+    assert planned in again.stdout + again.stderr
     # killed: no metrics.json; Ctrl+C: status interrupted once training had started, else none
     allowed = {"failed"} if stop == signal.SIGKILL else {"failed", "interrupted"}
     assert summary_rows(tmp_path)[str(killed)]["status"] in allowed
@@ -158,6 +200,81 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
 
     assert len(load_study(tmp_path).trials) == len(trials)
     assert "0 of 3 trials to run" in finished.stdout + finished.stderr and "best trial" in finished.stdout + finished.stderr
+
+
+def stop_outside_transactions(process: subprocess.Popen, database: Path) -> None:
+    """SIGSTOP `process` at a moment it holds no lock on the SQLite `database`: stopped inside a
+    transaction, it would block every other worker (SQLite's locking, which no sweeper can undo)."""
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        connection = sqlite3.connect(database, timeout=0.1, isolation_level=None)
+        try:
+            connection.execute("BEGIN EXCLUSIVE")  # refused while any other connection reads or writes
+            connection.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.2)
+        finally:
+            connection.close()
+
+
+@pytest.mark.slow
+def test_a_stalled_search_whose_trial_another_worker_replaced_goes_on_and_writes_the_results(tiny_data, tmp_path):
+    # The stalled search's trial takes the study's last place: the other worker must wait to see it silent.
+    overrides = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none",
+                 "trainer.max_epochs=4", *QUICK_HEARTBEAT]
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"),
+               *train_arguments(tiny_data, tmp_path, *overrides, multirun=True)]
+    results = study_dir(tmp_path) / "optimization_results.yaml"
+    with (tmp_path / "stalled.log").open("w") as output, subprocess.Popen(
+            command, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT) as stalled:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not one_finished_one_training(tmp_path):
+            time.sleep(0.5)
+        [silent] = [trial.number for trial in load_study(tmp_path).trials if trial.state == TrialState.RUNNING]
+        stop_outside_transactions(stalled, study_dir(tmp_path) / "study.db")  # its heartbeat stops with it
+        try:
+            other = search(tiny_data, tmp_path, *overrides[2:])
+            results.unlink()
+        finally:
+            stalled.send_signal(signal.SIGCONT)
+        stalled.wait(timeout=300)
+
+    # Its job, resumed, fails when it reports to the failed trial; the search itself tells and goes on.
+    stalled_log = (tmp_path / "stalled.log").read_text()
+    assert f"trial {silent}: another worker recorded it failed" in stalled_log, stalled_log[-3000:]
+    assert "waiting for their heartbeat" in other.stdout + other.stderr
+    trials = load_study(tmp_path).trials
+    assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [silent]
+    assert sum(trial.state in FINISHED for trial in trials) == 2
+    assert results.exists()  # written again by the search that stalled
+
+
+@pytest.mark.slow
+def test_a_search_whose_places_a_dead_search_holds_waits_then_replaces_its_trials(tiny_data, tmp_path):
+    study_dir(tmp_path).mkdir(parents=True)
+    dead = sqlite_study(study_dir(tmp_path)).ask()
+    dead.set_user_attr(HEARTBEAT, time.time())  # as searches before the heartbeat count wrote it
+
+    result = search(tiny_data, tmp_path, "hydra.sweeper.n_trials=1", *QUICK_HEARTBEAT)
+
+    assert "0 of 1 trials to run" in result.stdout + result.stderr
+    assert f"trials [{dead.number}], running elsewhere" in result.stdout + result.stderr
+    assert [trial.state for trial in load_study(tmp_path).trials] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+@pytest.mark.slow
+def test_a_search_whose_places_a_live_worker_holds_ends_once_it_has_seen_them_beat(tiny_data, tmp_path):
+    study_dir(tmp_path).mkdir(parents=True)
+    running = sqlite_study(study_dir(tmp_path)).ask()
+
+    with heartbeat([running], interval_s=1):  # the other worker, alive
+        result = search(tiny_data, tmp_path, "hydra.sweeper.n_trials=1", *QUICK_HEARTBEAT)
+
+    assert f"trials [{running.number}], running elsewhere" in result.stdout + result.stderr
+    assert [trial.state for trial in load_study(tmp_path).trials] == [TrialState.RUNNING]  # left to its worker
+    assert not (study_dir(tmp_path) / str(running.number)).exists()
 
 
 @pytest.mark.slow
@@ -231,3 +348,81 @@ def test_a_worker_that_loses_the_race_to_create_a_new_sqlite_study_tries_again(t
     storage = _storage.open_storage(f"sqlite:///{tmp_path}/study/study.db")
     assert len(opened) == 2 and isinstance(storage, real_storage)
     assert (tmp_path / "study" / "study.db").exists()
+
+
+def sqlite_study(folder: Path, storage=None) -> "optuna.Study":
+    """A study in a real SQLite file, as the search keeps it."""
+    return optuna.create_study(storage=storage or f"sqlite:///{folder}/study.db", study_name="mnist-cnn",
+                               direction="maximize")
+
+
+def finished_job(folder: Path, metrics: dict) -> JobReturn:
+    """What the launcher returns for a job whose run folder holds `metrics`."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return JobReturn(hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(folder)}}}))
+
+
+def warnings_logged(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_a_trial_another_worker_recorded_failed_is_told_with_one_warning(tmp_path, caplog):
+    study = sqlite_study(tmp_path)
+    trial = study.ask()
+    optuna.load_study(study_name="mnist-cnn", storage=f"sqlite:///{tmp_path}/study.db").tell(
+        trial.number, state=TrialState.FAIL)  # the other worker: this trial's heartbeat had stopped
+    job = finished_job(tmp_path / "0", {"status": "completed", "val/acc_best": 0.9, "epochs": 2})
+
+    with caplog.at_level(logging.WARNING):
+        status = tell(study, trial, job, "val/acc_best")
+
+    assert status == "completed"
+    [warning] = warnings_logged(caplog)
+    assert "trial 0" in warning and "another worker recorded it failed" in warning and "\n" not in warning
+    assert study.trials[0].state == TrialState.FAIL
+
+
+def test_a_heartbeat_the_storage_refuses_is_logged_and_lands_at_a_later_interval(tmp_path, caplog):
+    class LockedForThreeBeats(optuna.storages.RDBStorage):
+        refusals_left = 3
+
+        def set_trial_user_attr(self, trial_id, key, value):
+            if key == HEARTBEAT and self.refusals_left:
+                self.refusals_left -= 1
+                raise sqlalchemy_exc.OperationalError("UPDATE trial_user_attributes", {},
+                                                      Exception("database is locked"))
+            super().set_trial_user_attr(trial_id, key, value)
+
+    storage = LockedForThreeBeats(f"sqlite:///{tmp_path}/study.db")
+    study = sqlite_study(tmp_path, storage)
+    trial = study.ask()
+
+    with caplog.at_level(logging.WARNING), heartbeat([trial], interval_s=0.05):
+        deadline = time.monotonic() + 10
+        while HEARTBEAT not in study.trials[0].user_attrs and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    assert storage.refusals_left == 0 and HEARTBEAT in study.trials[0].user_attrs
+    refused = warnings_logged(caplog)
+    assert len(refused) == 3 and all("trial 0" in line and "database is locked" in line for line in refused)
+    assert not any("\n" in line for line in refused)
+
+
+def test_a_running_trial_is_judged_by_its_heartbeat_changing_not_by_the_clock_that_wrote_it(tmp_path):
+    study = sqlite_study(tmp_path)
+    # Heartbeats from searches made before the counter: seconds on clocks far ahead of and behind this one.
+    ahead, behind, beating = study.ask(), study.ask(), study.ask()
+    ahead.set_user_attr(HEARTBEAT, time.time() + 1e6)
+    behind.set_user_attr(HEARTBEAT, time.time() - 1e6)
+    watch = SilenceWatch(grace_period_s=0.5)
+
+    assert watch.fail_silent(study) == []  # a first look judges nothing: a clock ahead or behind says nothing
+    for beats in range(1, 3):
+        time.sleep(0.3)
+        beating.set_user_attr(HEARTBEAT, beats)
+        silent = watch.fail_silent(study)
+
+    assert silent == [ahead.number, behind.number]  # still for 0.6 s of this worker's own clock
+    states = {trial.number: trial.state for trial in study.trials}
+    assert states == {ahead.number: TrialState.FAIL, behind.number: TrialState.FAIL, beating.number: TrialState.RUNNING}

@@ -6,6 +6,7 @@ worker on the same storage, picks up where the study stands."""
 import json
 import logging
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from ._liveness import fail_dead_trials, heartbeat
+from ._liveness import SilenceWatch, heartbeat
 from ._search_space import search_space
 from ._storage import open_storage
 
@@ -33,10 +35,22 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn, objective: str) -> str:
-    """Record the job's outcome from its metrics.json; returns its status."""
+    """Record the job's outcome from its metrics.json; returns its status. A trial another worker
+    has meanwhile recorded failed (this search stalled past the grace period) keeps that record."""
     metrics_file = Path(job.hydra_cfg.hydra.runtime.output_dir) / "metrics.json" if job.hydra_cfg else None
     metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.exists() else {}
     status = metrics.get("status", "failed")
+    try:
+        record(study, trial, metrics, status, objective)
+    except (UpdateFinishedTrialError, ValueError):  # what Optuna raises for a finished trial
+        if state_of(study, trial.number) != TrialState.FAIL:
+            raise
+        log.warning("trial %d: another worker recorded it failed while this search was silent; "
+                    "its outcome here (%s) is not recorded", trial.number, status)
+    return status
+
+
+def record(study: optuna.Study, trial: optuna.Trial, metrics: dict, status: str, objective: str) -> None:
     trial.set_user_attr("status", status)
     if "epochs" in metrics:
         trial.set_user_attr("epochs", metrics["epochs"])
@@ -46,10 +60,19 @@ def tell(study: optuna.Study, trial: optuna.Trial, job: JobReturn, objective: st
         study.tell(trial, float(metrics[objective]))
     else:
         study.tell(trial, state=TrialState.FAIL)
-    return status
+
+
+def state_of(study: optuna.Study, number: int) -> TrialState:
+    return next(trial.state for trial in study.get_trials(deepcopy=False) if trial.number == number)
 
 
 class OptunaSearch(Sweeper):
+    """Runs the trials still missing from the study's n_trials, counting those running elsewhere.
+    When those running elsewhere take every remaining place, the search watches their heartbeats:
+    a trial whose heartbeat stays still for grace_period_s (its search died) is recorded failed
+    and replaced; once each of the others has beaten, the search writes the results and ends,
+    rather than hold its machine idle, and the live workers write them again when they finish."""
+
     def __init__(self, sampler: Any, pruner: Any, direction: str, objective: str, storage: Any,
                  study_name: str, n_trials: int, n_jobs: int, heartbeat_interval_s: int,
                  grace_period_s: int, params: dict[str, str]) -> None:
@@ -77,17 +100,33 @@ class OptunaSearch(Sweeper):
         study = optuna.create_study(storage=open_storage(self.storage), study_name=self.study_name,
                                     sampler=instantiate(self.sampler), pruner=instantiate(self.pruner),
                                     direction=self.direction, load_if_exists=True)
-        fail_dead_trials(study, self.grace_period_s)
+        self.run_missing(study, searched, fixed)
+        self.write_results(study)
+
+    def run_missing(self, study: optuna.Study, searched: dict, fixed: dict[str, str]) -> None:
+        """Run trials until the study has its n_trials, or this session's own failures used its share."""
+        watch = SilenceWatch(self.grace_period_s)
+        watch.fail_silent(study)  # a first look: the next ones tell a silent trial
         to_launch = self.missing(study)  # failures in this session are replaced by the next one
         log.info("study %s: %d of %d trials to run", self.study_name, max(to_launch, 0), self.n_trials)
-        job_idx = 0
-        while (batch_size := min(self.n_jobs, to_launch, self.missing(study))) > 0:
-            trials = [self.ask(study, searched) for _ in range(batch_size)]
-            trials = [trial for trial in trials if trial is not None]
-            to_launch -= batch_size
-            self.run_batch(study, trials, fixed, job_idx)
-            job_idx += len(trials)
-        self.write_results(study)
+        job_idx, waiting_for = 0, []
+        while True:
+            to_launch += len(watch.fail_silent(study))  # a dead search's trials: replaced, not ours to count
+            if (batch_size := min(self.n_jobs, to_launch, self.missing(study))) > 0:
+                trials = [self.ask(study, searched) for _ in range(batch_size)]
+                trials = [trial for trial in trials if trial is not None]
+                to_launch -= batch_size
+                self.run_batch(study, trials, fixed, job_idx)
+                job_idx += len(trials)
+            elif self.missing(study) <= 0 and (unproven := watch.unproven()):
+                if unproven != waiting_for:  # one line for each set of trials waited for
+                    waiting_for = unproven
+                    log.info("study %s: trials %s, running elsewhere, take the remaining places: waiting "
+                             "for their heartbeat, or %s s of silence to replace them", self.study_name,
+                             waiting_for, self.grace_period_s)
+                time.sleep(self.heartbeat_interval_s)
+            else:
+                break
 
     def run_batch(self, study: optuna.Study, trials: list[optuna.Trial], fixed: dict[str, str],
                   job_idx: int) -> None:

@@ -16,15 +16,9 @@ def distribution(override: Override) -> BaseDistribution | str:
     """The distribution a sweep override describes, or the value of a plain override."""
     if not override.is_sweep_override():
         return override.get_value_element_as_str()
+    if override.is_discrete_sweep():  # choice() and range(), shuffled or not
+        return discrete_distribution(override)
     value = override.value()
-    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
-        # Encoded as override text, so a list choice like [16,32] reaches the job as a list.
-        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
-    if override.is_range_sweep():  # range(start, stop, step): stop excluded, as in Python
-        if any(isinstance(bound, float) for bound in (value.start, value.stop, value.step)):
-            steps = int((value.stop - value.start) / value.step)
-            return FloatDistribution(value.start, value.start + (steps - 1) * value.step, step=value.step)
-        return IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step))
     if override.is_interval_sweep():
         log = "log" in value.tags
         if isinstance(value.start, int) and isinstance(value.end, int):
@@ -32,6 +26,20 @@ def distribution(override: Override) -> BaseDistribution | str:
         return FloatDistribution(value.start, value.end, log=log)
     raise ValueError(f"{override.input_line}: the Optuna sweeper reads interval(), choice(), range() "
                      "and tag(log, interval(...)), or a plain value")
+
+
+def discrete_distribution(override: Override) -> BaseDistribution:
+    """Exactly the values Hydra's own sweeper runs for a choice() or range(): read from Hydra's
+    expansion, since a float range computed here again loses or shifts values at its ends."""
+    # Encoded as override text, so a list choice like [16,32] reaches the job as a list.
+    values = list(override.sweep_iterator(transformer=Transformer.encode))
+    if not values:
+        raise ValueError(f"{override.input_line}: the sweep is empty; give range() a stop beyond its start "
+                         "in the direction of its step")
+    if override.is_range_sweep() and all(type(value) is int for value in values):  # shuffled or not
+        return IntDistribution(min(values), max(values), step=abs(override.value().step))
+    # A float range stays Hydra's own values: an Optuna step grid recomputes them, and can land beside them.
+    return CategoricalDistribution(values)
 
 
 def search_space(lines: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
