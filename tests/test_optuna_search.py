@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, run_train, train_arguments
+from conftest import PROJECT_ROOT, only_run_dir, run_train, train_arguments
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
@@ -164,7 +164,7 @@ def start_as_from_a_terminal(command: list[str]) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl_c"])
-def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_path, stop):
+def test_a_killed_search_resumes_with_only_the_missing_trials_each_the_run_its_settings_make(tiny_data, tmp_path, stop):
     # After SIGKILL only the heartbeat tells the dead trial; after Ctrl+C the default minutes of
     # grace stay, so only the search's own record of its stop lets the rerun replace the trial.
     heartbeat = QUICK_HEARTBEAT if stop == signal.SIGKILL else ()
@@ -200,6 +200,20 @@ def test_a_killed_search_resumes_with_only_the_missing_trials(tiny_data, tmp_pat
 
     assert len(load_study(tmp_path).trials) == len(trials)
     assert "0 of 3 trials to run" in finished.stdout + finished.stderr and "best trial" in finished.stdout + finished.stderr
+    # Each finished trial (its dropout drawn from the search space) is the run its settings make,
+    # as if no search had been killed: the same best validation accuracy and test results.
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE:
+            continue
+        alone = tmp_path / f"alone_{trial.number}"
+        settings = [f"{key}={value}" for key, value in trial.params.items()]
+        result = run_train(tiny_data, alone, "trainer.max_epochs=4", *settings)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics, alone_metrics = trial_metrics(tmp_path, trial.number), json.loads(
+            (only_run_dir(alone) / "metrics.json").read_text())
+        assert alone_metrics["val/acc_best"] == trial.value
+        assert {key: alone_metrics[key] for key in ("test/acc", "test/loss", "epochs", "steps")} == \
+            {key: metrics[key] for key in ("test/acc", "test/loss", "epochs", "steps")}
 
 
 def stop_outside_transactions(process: subprocess.Popen, database: Path) -> None:
@@ -241,9 +255,10 @@ def test_a_stalled_search_whose_trial_another_worker_replaced_goes_on_and_writes
             stalled.send_signal(signal.SIGCONT)
         stalled.wait(timeout=300)
 
-    # Its job, resumed, fails when it reports to the failed trial; the search itself tells and goes on.
+    # Its job, resumed, stops in one line when it reports to the failed trial; the search itself tells and goes on.
     stalled_log = (tmp_path / "stalled.log").read_text()
     assert f"trial {silent}: another worker recorded it failed" in stalled_log, stalled_log[-3000:]
+    assert f"trial {silent} was recorded failed by another worker" in stalled_log and "Traceback" not in stalled_log
     assert "waiting for their heartbeat" in other.stdout + other.stderr
     trials = load_study(tmp_path).trials
     assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [silent]
@@ -426,3 +441,18 @@ def test_a_running_trial_is_judged_by_its_heartbeat_changing_not_by_the_clock_th
     assert silent == [ahead.number, behind.number]  # still for 0.6 s of this worker's own clock
     states = {trial.number: trial.state for trial in study.trials}
     assert states == {ahead.number: TrialState.FAIL, behind.number: TrialState.FAIL, beating.number: TrialState.RUNNING}
+
+
+@pytest.mark.slow
+def test_a_search_refuses_a_folder_of_trials_its_study_does_not_know(tiny_data, tmp_path):
+    overrides = ["hydra.sweeper.n_trials=1", "hydra/sweeper/pruner=none", "trainer.max_epochs=1"]
+    search(tiny_data, tmp_path, *overrides)
+    finished = trial_metrics(tmp_path, 0)
+    (study_dir(tmp_path) / "study.db").unlink()  # a new study of the same name: its trial 0 is another trial
+
+    again = run_train(tiny_data, tmp_path, "hparams_search=optuna", SMALL_NETS, *overrides, multirun=True)
+
+    assert again.returncode == 1
+    output = again.stdout + again.stderr
+    assert "holds trial folders [0] that study mnist-cnn does not know" in output and "Traceback" not in output
+    assert trial_metrics(tmp_path, 0) == finished

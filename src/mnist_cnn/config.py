@@ -52,6 +52,15 @@ def _new_run_dir_or_exit(parent: str) -> str:
         exit_with(_unwritable(error))
 
 
+def _sweep_dir_or_exit(log_dir: str, study_name: str | None) -> str:
+    """An Optuna study's folder, the same on every rerun (the study grows in it); else a new
+    folder per sweep. One resolver for both: a preset that overrode an interpolation with a
+    side effect would have it run anyway (OmegaConf resolves a node it merges onto)."""
+    if study_name is not None:
+        return f"{log_dir}/optuna/{study_name}"
+    return _new_run_dir_or_exit(f"{log_dir}/multiruns")
+
+
 def _unwritable(error: OSError) -> str:
     return f"cannot create the folder {error.filename} ({error.strerror}): set log_dir=<a folder you can write to>"
 
@@ -96,5 +105,6 @@ def register_resolvers() -> None:
     # Cached: Hydra resolves its run folder more than once, and the folder is made only once.
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("new_run_dir", _new_run_dir_or_exit, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("sweep_dir", _sweep_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("snapshot_subdir", snapshot_subdir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("len", len, replace=True)

@@ -45,14 +45,14 @@ from mnist_cnn.resume import (
 )
 from mnist_cnn.schema import ConfigError, check_config
 from mnist_cnn.stopping import TrainingDiverged, last_checkpoint_path
-from mnist_cnn.trial_pruning import TrialPruned
+from mnist_cnn.trial_pruning import TrialPruned, TrialTakenOver
 
 log = logging.getLogger(__name__)
 
 # The metrics that sit beside each run's hyperparameters in TensorBoard's HPARAMS tab.
 HPARAMS_METRICS = ("val/acc_best", "test/acc", "test/loss")
 # Failures whose message says all a user needs; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged, DiskFullError)
+USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged, DiskFullError, TrialTakenOver)
 # What metrics.json says of a fit that one of these ended; a sweep lists the job as not completed.
 STOPPED_STATUS = {SIGTERMException: "interrupted", TrainingDiverged: "diverged", DiskFullError: "failed"}
 

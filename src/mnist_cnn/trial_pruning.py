@@ -9,6 +9,11 @@ class TrialPruned(Exception):
     """The study's pruner stopped this trial: a result (a hopeless trial), not a failure."""
 
 
+class TrialTakenOver(RuntimeError):
+    """Another worker of the search found this trial's search silent (stopped or stalled), recorded
+    the trial failed and replaced it: what this job goes on to compute would not count."""
+
+
 class PruneTrial(Callback):
     """Reports `monitor` to trial `trial_number` of the search's study and stops training when
     the search's pruner prunes the trial. Does nothing when `trial_number` is null (a plain run)."""
@@ -41,14 +46,23 @@ class PruneTrial(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial_number is None or trainer.sanity_checking:
             return
-        verdict = None
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        verdict, taken_over = None, False
         if trainer.is_global_zero:
             value = float(trainer.callback_metrics[self.monitor])
-            # Reported by epoch, not by step: trials with other batch sizes are compared at equal epochs.
-            self.trial.report(value, step=trainer.current_epoch)
-            if self.trial.should_prune():
-                verdict = f"epoch {trainer.current_epoch} with {self.monitor}={value:.4f}"
-        self.pruned_after = trainer.strategy.broadcast(verdict)
+            try:
+                # Reported by epoch, not by step: trials with other batch sizes are compared at equal epochs.
+                self.trial.report(value, step=trainer.current_epoch)
+                if self.trial.should_prune():
+                    verdict = f"epoch {trainer.current_epoch} with {self.monitor}={value:.4f}"
+            except UpdateFinishedTrialError:
+                taken_over = True
+        # Every rank learns rank 0's verdict, so all stop together.
+        self.pruned_after, taken_over = trainer.strategy.broadcast((verdict, taken_over))
+        if taken_over:
+            raise TrialTakenOver(f"trial {self.trial_number} was recorded failed by another worker of the search, "
+                                 "which found this search silent, and is replaced: this job stops here")
         if self.pruned_after:
             trainer.should_stop = True
 

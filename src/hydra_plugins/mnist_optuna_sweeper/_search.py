@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from mnist_cnn.console import exit_with
+
 from ._liveness import SilenceWatch, heartbeat
 from ._search_space import search_space
 from ._storage import open_storage
@@ -77,7 +79,7 @@ class OptunaSearch(Sweeper):
                  study_name: str, n_trials: int, n_jobs: int, heartbeat_interval_s: int,
                  grace_period_s: int, params: dict[str, str]) -> None:
         if heartbeat_interval_s >= grace_period_s:
-            raise ValueError(f"hydra.sweeper.grace_period_s={grace_period_s} must exceed "
+            exit_with(f"hydra.sweeper.grace_period_s={grace_period_s} must exceed "
                              f"heartbeat_interval_s={heartbeat_interval_s}, or live trials count as dead")
         self.sampler, self.pruner, self.direction, self.objective = sampler, pruner, direction, objective
         self.storage, self.study_name, self.n_trials = storage, study_name, n_trials
@@ -93,15 +95,30 @@ class OptunaSearch(Sweeper):
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
     def sweep(self, arguments: list[str]) -> None:
-        searched, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + arguments)
+        try:
+            searched, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + arguments)
+        except ValueError as error:
+            exit_with(str(error))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # also for a SQLite study kept there
         # As Hydra's own sweeper does: the sweep's config, whose command line names its jobs.
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         study = optuna.create_study(storage=open_storage(self.storage), study_name=self.study_name,
                                     sampler=instantiate(self.sampler), pruner=instantiate(self.pruner),
                                     direction=self.direction, load_if_exists=True)
+        self.check_trial_folders(study)
         self.run_missing(study, searched, fixed)
         self.write_results(study)
+
+    def check_trial_folders(self, study: optuna.Study) -> None:
+        """The sweep folder's trial folders belong to this study. Those of a study whose storage was
+        deleted, or of another study kept here, would give their numbers' new trials their results."""
+        known = {trial.number for trial in study.get_trials(deepcopy=False)}
+        strangers = sorted(int(folder.name) for folder in self.sweep_dir.iterdir()
+                           if folder.name.isdigit() and (folder / ".hydra").is_dir() and int(folder.name) not in known)
+        if strangers:
+            exit_with(f"{self.sweep_dir} holds trial folders {strangers} that study {self.study_name} does "
+                             "not know (its storage was deleted or replaced?): move them away, or give this study "
+                             "another hydra.sweeper.study_name")
 
     def run_missing(self, study: optuna.Study, searched: dict, fixed: dict[str, str]) -> None:
         """Run trials until the study has its n_trials, or this session's own failures used its share."""
