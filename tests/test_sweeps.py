@@ -408,3 +408,16 @@ def test_a_sweep_run_again_into_its_folder_finishes_it_and_refuses_other_jobs(ti
     assert "job 1 ran optimizer.lr=0.003" in line and "optimizer.lr=0.01" in line and "new folder" in line, line
     assert "Traceback" not in other.stdout + other.stderr
     assert {name: (folder / "metrics.json").read_bytes() for name, folder in job_dirs(sweep_dir).items()} == finished
+
+
+@pytest.mark.slow
+def test_a_sweep_job_whose_folder_holds_another_jobs_run_refuses_it_in_one_line(tiny_data, tmp_path):
+    # A subdir without the job's number puts every job into one folder: the second finds the first's run.
+    result = run_train(tiny_data, tmp_path, "optimizer.lr=0.001,0.003", "trainer.max_epochs=1",
+                       "hydra.sweep.subdir=shared", multirun=True)
+
+    output = result.stdout + result.stderr
+    [refusal] = [line for line in output.splitlines() if "holds another job's run" in line]
+    assert "(optimizer.lr=0.001), not this job's (optimizer.lr=0.003)" in refusal and "Traceback" not in output
+    [job] = job_dirs(only_sweep_dir(tmp_path)).values()
+    assert job_config(job).optimizer.lr == 0.001 and job_metrics(job)["status"] == "completed"
