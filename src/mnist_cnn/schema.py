@@ -22,7 +22,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from mnist_cnn.console import exit_with
-from mnist_cnn.resume import ResumeError, check_sweep_folder
+from mnist_cnn.resume import ResumeError
+from mnist_cnn.sweep_folders import check_sweep_folder
 
 # Schedulers that span the whole run need its length in optimizer steps, which the Classifier
 # fills in once fitting starts: such a run must end.

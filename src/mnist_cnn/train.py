@@ -34,7 +34,6 @@ from mnist_cnn.randomness import SeedEachTrainingBatch
 from mnist_cnn.resume import (
     SNAPSHOT,
     ResumeError,
-    check_same_job,
     check_weights_fit,
     checkpoint_to_resume,
     completed_run_metrics,
@@ -45,6 +44,7 @@ from mnist_cnn.resume import (
 )
 from mnist_cnn.schema import ConfigError, check_config
 from mnist_cnn.stopping import TrainingDiverged, last_checkpoint_path
+from mnist_cnn.sweep_folders import check_same_job
 from mnist_cnn.trial_pruning import TrialPruned, TrialTakenOver
 
 log = logging.getLogger(__name__)

@@ -80,7 +80,7 @@ class OptunaSearch(Sweeper):
                  grace_period_s: int, params: dict[str, str]) -> None:
         if heartbeat_interval_s >= grace_period_s:
             exit_with(f"hydra.sweeper.grace_period_s={grace_period_s} must exceed "
-                             f"heartbeat_interval_s={heartbeat_interval_s}, or live trials count as dead")
+                      f"heartbeat_interval_s={heartbeat_interval_s}, or live trials count as dead")
         self.sampler, self.pruner, self.direction, self.objective = sampler, pruner, direction, objective
         self.storage, self.study_name, self.n_trials = storage, study_name, n_trials
         # joblib's convention: -1 is every core, -2 all but one
@@ -117,8 +117,8 @@ class OptunaSearch(Sweeper):
                            if folder.name.isdigit() and (folder / ".hydra").is_dir() and int(folder.name) not in known)
         if strangers:
             exit_with(f"{self.sweep_dir} holds trial folders {strangers} that study {self.study_name} does "
-                             "not know (its storage was deleted or replaced?): move them away, or give this study "
-                             "another hydra.sweeper.study_name")
+                      "not know (its storage was deleted or replaced?): move them away, or give this study "
+                      "another hydra.sweeper.study_name")
 
     def run_missing(self, study: optuna.Study, searched: dict, fixed: dict[str, str]) -> None:
         """Run trials until the study has its n_trials, or this session's own failures used its share."""
