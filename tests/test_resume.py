@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from run_probes import stopped_step, trained_batches, trained_weights
 
 from mnist_cnn.resume import ResumeError, resumed_config
+from mnist_cnn.run_checkpoint import RunCheckpoint
 from mnist_cnn.train import usable_cpus
 
 TESTS_DIR = Path(__file__).parent
@@ -408,3 +409,18 @@ def test_resume_refuses_what_it_cannot_apply_with_one_clear_line(stopped_run_dir
     with pytest.raises(ResumeError, match=re.escape(message)) as error:
         resumed_config(stopped_run_dir, [override])
     assert "\n" not in str(error.value)
+
+
+def test_checkpoint_callback_reads_the_best_record_of_a_checkpoint_saved_under_lightnings_own_key(tmp_path):
+    lightning_key = ("ModelCheckpoint{'monitor': 'val/acc', 'mode': 'max', 'every_n_train_steps': 8, "
+                     "'every_n_epochs': 0, 'train_time_interval': None}")
+    record = {"dirpath": str(tmp_path), "best_model_score": torch.tensor(0.75),
+              "best_model_path": str(tmp_path / "best.ckpt")}
+    callback = RunCheckpoint(dirpath=str(tmp_path), monitor="val/acc", mode="max", every_n_train_steps=4)
+
+    callback.on_load_checkpoint(None, None, {"callbacks": {lightning_key: record}})
+
+    assert callback.best_model_score == torch.tensor(0.75) and callback.best_model_path == record["best_model_path"]
+    other_measure = RunCheckpoint(dirpath=str(tmp_path), monitor="val/loss", mode="min")
+    other_measure.on_load_checkpoint(None, None, {"callbacks": {lightning_key: record}})
+    assert other_measure.best_model_score is None

@@ -26,21 +26,6 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(**settings)
         self.restored_score: Tensor | None = None
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        score = trainer.callback_metrics.get(self.monitor)
-        if score is not None:
-            checkpoint["callbacks"][self.state_key]["last_score"] = score.detach().cpu()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.restored_score = state_dict.get("last_score")
-
-    def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, Tensor]:
-        candidates = super()._monitor_candidates(trainer)
-        if self.monitor not in candidates and self.restored_score is not None:
-            candidates[self.monitor] = self.restored_score
-        return candidates
-
     @property
     def state_key(self) -> str:
         return self._generate_state_key(monitor=self.monitor, mode=self.mode)
@@ -56,3 +41,18 @@ class RunCheckpoint(ModelCheckpoint):
             if settings.get("monitor") == self.monitor and settings.get("mode") == self.mode:
                 self.load_state_dict(state)
                 return
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        score = trainer.callback_metrics.get(self.monitor)
+        if score is not None:
+            checkpoint["callbacks"][self.state_key]["last_score"] = score.detach().cpu()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.restored_score = state_dict.get("last_score")
+
+    def _monitor_candidates(self, trainer: L.Trainer) -> dict[str, Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        if self.monitor not in candidates and self.restored_score is not None:
+            candidates[self.monitor] = self.restored_score
+        return candidates
