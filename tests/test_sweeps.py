@@ -421,3 +421,8 @@ def test_a_sweep_job_whose_folder_holds_another_jobs_run_refuses_it_in_one_line(
     assert "(optimizer.lr=0.001), not this job's (optimizer.lr=0.003)" in refusal and "Traceback" not in output
     [job] = job_dirs(only_sweep_dir(tmp_path)).values()
     assert job_config(job).optimizer.lr == 0.001 and job_metrics(job)["status"] == "completed"
+    # The summary lists the refused job beside the one that ran, and the sweep fails naming it.
+    statuses = {row["job"]: row["status"] for row in summary_rows(only_sweep_dir(tmp_path))}
+    [refused] = [name for name in statuses if name != "shared"]
+    assert statuses == {"shared": "completed", refused: "refused"} and refused.startswith("shared/.hydra/resumed_")
+    assert result.returncode == 1 and last_line(result).startswith(f"sweep failed: 1 of 2 jobs failed: {refused}")

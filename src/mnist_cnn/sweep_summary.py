@@ -4,7 +4,8 @@ Built from the job folders on disk (`<sweep>/<job>/.hydra/overrides.yaml` and th
 `metrics.json` a finished job writes), so the Hydra callback at the end of a multirun and
 `scripts/summarize.py` give the same result. A job without metrics.json failed, unless a
 process of it still runs (another worker of a shared Optuna study: `job_lock`); it is
-listed, never dropped. Rows are sorted by val/acc_best: select by validation, report test.
+listed, never dropped. So is a job refused because its folder held another job's run: Hydra's
+snapshot of it, beside that run's, is all it leaves. Rows are sorted by val/acc_best: select by validation, report test.
 """
 
 import csv
@@ -39,9 +40,12 @@ class Job:
     metrics: dict[str, Any]  # empty when the job wrote no metrics.json
     started: float  # when Hydra wrote its .hydra/overrides.yaml, at the job's start (epoch seconds)
     running: bool  # no metrics.json yet, but a process of the job is alive
+    refused: bool = False  # it found another job's run in its folder (sweep_folders.check_same_job)
 
     @property
     def status(self) -> str:
+        if self.refused:
+            return "refused"
         return self.metrics.get("status", "running" if self.running else "failed")
 
     @cached_property
@@ -57,8 +61,15 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         running = is_running(folder)  # asked before reading metrics.json, which a job writes while running
         metrics_file = folder / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        jobs.append(Job(str(folder.relative_to(sweep_dir)), list(OmegaConf.load(overrides_file)), metrics,
-                        overrides_file.stat().st_mtime, running=running and not metrics))
+        overrides = list(OmegaConf.load(overrides_file))
+        jobs.append(Job(str(folder.relative_to(sweep_dir)), overrides, metrics, overrides_file.stat().st_mtime,
+                        running=running and not metrics))
+        # A later job that found this one's run in its folder left only Hydra's snapshot of itself.
+        for later in folder.glob(".hydra/resumed_*/overrides.yaml"):
+            later_overrides = list(OmegaConf.load(later))
+            if parse_overrides(later_overrides) != parse_overrides(overrides):
+                jobs.append(Job(str(later.parent.relative_to(sweep_dir)), later_overrides, {},
+                                later.stat().st_mtime, running=False, refused=True))
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml): "
                                 "is it the folder of a `python train.py -m ...` sweep?")
