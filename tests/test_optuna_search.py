@@ -236,10 +236,11 @@ def stop_outside_transactions(process: subprocess.Popen, database: Path) -> None
 @pytest.mark.slow
 def test_a_stalled_search_whose_trial_another_worker_replaced_goes_on_and_writes_the_results(tiny_data, tmp_path):
     # The stalled search's trial takes the study's last place: the other worker must wait to see it silent.
-    overrides = ["hparams_search=optuna", SMALL_NETS, "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none",
-                 "trainer.max_epochs=4", *QUICK_HEARTBEAT]
-    command = [sys.executable, str(PROJECT_ROOT / "train.py"),
-               *train_arguments(tiny_data, tmp_path, *overrides, multirun=True)]
+    overrides = ["hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none", *QUICK_HEARTBEAT]
+    # Its trials train long enough that the job it is stopped in still has validations ahead,
+    # where it learns its trial was taken over, however fast this machine trains.
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"), *train_arguments(
+        tiny_data, tmp_path, "hparams_search=optuna", SMALL_NETS, *overrides, "trainer.max_epochs=30", multirun=True)]
     results = study_dir(tmp_path) / "optimization_results.yaml"
     with (tmp_path / "stalled.log").open("w") as output, subprocess.Popen(
             command, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT) as stalled:
@@ -249,7 +250,7 @@ def test_a_stalled_search_whose_trial_another_worker_replaced_goes_on_and_writes
         [silent] = [trial.number for trial in load_study(tmp_path).trials if trial.state == TrialState.RUNNING]
         stop_outside_transactions(stalled, study_dir(tmp_path) / "study.db")  # its heartbeat stops with it
         try:
-            other = search(tiny_data, tmp_path, *overrides[2:])
+            other = search(tiny_data, tmp_path, *overrides, "trainer.max_epochs=4")
             results.unlink()
         finally:
             stalled.send_signal(signal.SIGCONT)
