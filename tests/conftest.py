@@ -132,6 +132,17 @@ def copy_checkout(destination: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def local_cluster() -> str:
+    """The one-machine SLURM cluster and PostgreSQL server of scripts/local_cluster.py, started
+    as a user starts them (a no-op when .ci/run has); the Optuna storage URL of its database."""
+    result = run_script("scripts/local_cluster.py", "up", timeout_s=600)
+    if result.returncode != 0:
+        pytest.fail(f"scripts/local_cluster.py up failed: {result.stderr.strip()}")
+    [storage] = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("storage")]
+    return storage
+
+
+@pytest.fixture(scope="session")
 def real_mnist_dir() -> Path:
     """The real MNIST files in this checkout's data/, fetched on first use as a first run fetches them."""
     register_resolvers()

@@ -21,6 +21,7 @@ from mnist_cnn.resume import (
     snapshot_subdir,
 )
 from mnist_cnn.schema import ConfigError
+from mnist_cnn.slurm import cpus_per_task, gpus_per_node
 
 # The checkout whose script the user ran: its logs/ and data/ go with its configs. run_app
 # knows it before Hydra composes anything, and the environment carries it to every process a
@@ -45,11 +46,18 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
     return run_dir
 
 
+# The new folders this process made, so that an app that fails before writing into one
+# (a launcher that cannot start its jobs, say) does not leave it behind, empty.
+_made_folders: list[Path] = []
+
+
 def _new_run_dir_or_exit(parent: str) -> str:
     try:
-        return new_run_dir(parent)
+        folder = new_run_dir(parent)
     except OSError as error:
         exit_with(_unwritable(error))
+    _made_folders.append(Path(folder))
+    return folder
 
 
 def _sweep_dir_or_exit(log_dir: str, study_name: str | None) -> str:
@@ -69,7 +77,12 @@ def run_app(task: Callable[[DictConfig], Any], config_dir: Path, config_name: st
     """Run `task` as a Hydra app on `config_name` from `config_dir`: the conf/ folder of the
     checkout whose script the user ran, wherever the package itself is installed."""
     record_project_root(config_dir)
-    return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
+    try:
+        return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
+    finally:
+        for folder in _made_folders:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def record_project_root(config_dir: Path) -> None:
@@ -108,3 +121,5 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("sweep_dir", _sweep_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("snapshot_subdir", snapshot_subdir, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("len", len, replace=True)
+    OmegaConf.register_new_resolver("slurm_gpus_per_node", gpus_per_node, replace=True)
+    OmegaConf.register_new_resolver("slurm_cpus_per_task", cpus_per_task, replace=True)
