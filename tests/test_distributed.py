@@ -133,11 +133,23 @@ def test_submitit_local_sweep_runs_both_jobs_and_summarises_them(tiny_data, tmp_
     assert "| 0 | 0.001 |" in summary and "| 1 | 0.003 |" in summary
 
 
-def test_slurm_launcher_asks_for_one_task_and_gpu_per_device_of_the_trainer():
+def slurm_request(*overrides: str) -> tuple[int, int, int, int]:
+    """(nodes, tasks per node, GPUs per node, CPUs per task) the SLURM launcher asks for."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
-                                          "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
-                      return_hydra_config=True)
+        cfg = compose("train", overrides=["hydra/launcher=submitit_slurm", *overrides], return_hydra_config=True)
     launcher = cfg.hydra.launcher
-    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+    return launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node, launcher.cpus_per_task
+
+
+def test_slurm_launcher_asks_for_one_task_and_gpu_per_device_of_a_gpu_trainer():
+    assert slurm_request("trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=4", "trainer.num_nodes=2",
+                         "threads=8") == (2, 4, 4, 8)
+    assert slurm_request("trainer=gpu")[:3] == (1, 1, 1)
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "ddp"])
+def test_slurm_launcher_asks_no_gpu_for_a_trainer_without_one_and_cpus_for_its_threads(trainer):
+    nodes, tasks, gpus, cpus = slurm_request(f"trainer={trainer}", "threads=3")
+    assert (nodes, gpus, cpus) == (1, 0, 3)
+    assert tasks == (2 if trainer == "ddp" else 1)
