@@ -8,6 +8,7 @@ interruption at an exact step instead of whenever a signal happens to arrive.
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -82,3 +83,21 @@ class SignalAtStep(L.Callback):
                            batch_idx: int) -> None:
         if trainer.global_step == self.at_step and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), self.signum)
+
+
+class WaitAtStep(L.Callback):
+    """Once `at_step` optimizer steps are done, writes `marker` and waits there until a signal
+    stops the run, so that a test can stop a run (requeue a cluster job) at a known step. A run
+    that finds `marker` already written (the same job, started again) goes straight on."""
+
+    def __init__(self, at_step: int, marker: str, timeout_s: float = 120):
+        self.at_step, self.marker, self.timeout_s = at_step, Path(marker), timeout_s
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.global_step != self.at_step or self.marker.exists():
+            return
+        self.marker.write_text(str(os.getpid()))
+        deadline = time.monotonic() + self.timeout_s
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.1)

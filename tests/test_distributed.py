@@ -151,5 +151,5 @@ def test_slurm_launcher_asks_for_one_task_and_gpu_per_device_of_a_gpu_trainer():
 @pytest.mark.parametrize("trainer", ["default", "cpu", "ddp"])
 def test_slurm_launcher_asks_no_gpu_for_a_trainer_without_one_and_cpus_for_its_threads(trainer):
     nodes, tasks, gpus, cpus = slurm_request(f"trainer={trainer}", "threads=3")
-    assert (nodes, gpus, cpus) == (1, 0, 3)
+    assert (nodes, gpus, cpus) == (1, None, 3)  # no --gpus-per-node line
     assert tasks == (2 if trainer == "ddp" else 1)

@@ -1,0 +1,1 @@
+"""The project's SLURM launcher for Hydra (`hydra/launcher=submitit_slurm`)."""

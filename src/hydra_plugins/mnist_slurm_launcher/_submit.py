@@ -1,0 +1,78 @@
+"""hydra-submitit's SLURM launcher, for clusters as they come:
+- a job that ends without a result (scancel, a node lost, killed for memory) is a job of the
+  sweep that failed, which its folder and the sweep's summary report, not a crash of the sweep;
+- on a cluster without accounting, where `sacct` fails, job states come from `squeue`."""
+
+import logging
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import submitit
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from omegaconf import OmegaConf
+from submitit.core.utils import UncompletedJobError
+from submitit.slurm.slurm import SlurmInfoWatcher
+
+log = logging.getLogger(__name__)
+
+# How often, at most, a job's state is asked for: well within the time slurmctld keeps an
+# ended job in squeue (MinJobAge, 300 s unless a cluster sets it lower).
+STATE_POLL_S = 60
+
+
+class SqueueInfoWatcher(SlurmInfoWatcher):
+    """Job states from slurmctld's queue (`squeue`), as submitit reads them from `sacct`."""
+
+    def _make_command(self) -> list[str] | None:
+        if not self._registered - self._finished:
+            return None
+        return ["squeue", "--me", "--states=all", "--noheader", "--format=%i|%T|%N"]
+
+    def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+        text = string.decode() if isinstance(string, bytes) else string
+        return super().read_info("JobID|State|NodeList\n" + text)
+
+
+def accounting_works() -> bool:
+    return subprocess.run(["sacct", "--noheader", "--jobs=0"], capture_output=True).returncode == 0
+
+
+class ClusterSlurmLauncher(SlurmLauncher):
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        executor = submitit.AutoExecutor(cluster="slurm", folder=self.params["submitit_folder"],
+                                         slurm_max_num_timeout=self.params["max_num_timeout"])
+        shared = set(OmegaConf.structured(BaseQueueConf).keys())  # the others take submitit's `slurm_` prefix
+        executor.update_parameters(**{key if key in shared else f"slurm_{key}": value
+                                      for key, value in self.params.items()
+                                      if key not in ("submitit_folder", "max_num_timeout")})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
+        numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
+        for number, overrides in zip(numbers, job_overrides):
+            log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
+        jobs = executor.map_array(self, [list(overrides) for overrides in job_overrides],
+                                  ["hydra.sweep.dir"] * len(job_overrides), list(numbers),
+                                  [f"job_id_for_{number}" for number in numbers],
+                                  [Singleton.get_state()] * len(job_overrides))
+        if not accounting_works():
+            log.info("sacct fails (SLURM accounting is off?): job states come from squeue")
+            watcher = SqueueInfoWatcher(delay_s=STATE_POLL_S)
+            for job in jobs:
+                job.watcher = watcher
+                watcher.register_job(job.job_id)
+        return [self.result(job, number, overrides) for job, number, overrides in zip(jobs, numbers, job_overrides)]
+
+    @staticmethod
+    def result(job: submitit.Job, number: int, overrides: Sequence[str]) -> JobReturn:
+        try:
+            return job.results()[0]
+        except UncompletedJobError:
+            log.error("job %d (SLURM job %s) ended as %s without returning: its train.log and %s say why",
+                      number, job.job_id, job.state, job.paths.stderr)
+            # As the app's own failed jobs return: the job's folder and the summary say how it ended.
+            return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)

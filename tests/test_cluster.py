@@ -1,0 +1,132 @@
+"""Sweeps submitted to a real SLURM scheduler: the one-machine cluster of scripts/local_cluster.py,
+with the default trainer, a job requeued while it trains, and a job cancelled."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT_ROOT, make_tiny_data, only_run_dir, only_sweep_dir, read_tensorboard, run_script
+from run_probes import trained_batches, trained_weights
+from test_resume import PROBES, RUN, STEP_CHECKPOINTS, assert_same_run, recorded
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+# sbatch hands the submitting process's environment to the job: the probes reach it this way.
+PROBES_ENVIRONMENT = {**os.environ, **PROBES}
+
+
+@pytest.fixture(scope="module")
+def identified_data(tmp_path_factory):
+    """The resume tests' data: 15 steps an epoch, each image's id in its pixels."""
+    return make_tiny_data(tmp_path_factory.mktemp("cluster_data"), train_size=260, test_size=91, val_size=20)
+
+
+def train_arguments(tiny, log_dir: Path, *overrides: str, on_slurm: bool = True) -> list[str]:
+    """`python train.py` on the tiny data with the default trainer, a sweep on SLURM unless not
+    `on_slurm`; one torch thread, so that two jobs run side by side on the cluster's two CPUs."""
+    slurm_sweep = ["-m", "hydra/launcher=submitit_slurm"] if on_slurm else []
+    return [*slurm_sweep[:1], "--config-dir", str(tiny.config_dir), *slurm_sweep[1:], "data=tiny",
+            f"log_dir={log_dir}", "trainer.enable_progress_bar=false", "threads=1", *overrides]
+
+
+def slurm_state(job_id: str) -> str:
+    """The job's state as slurmctld reports it (it keeps ended jobs for MinJobAge, 300 s)."""
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True)
+    return re.search(r"JobState=(\S+)", shown.stdout).group(1)
+
+
+def submitted_jobs(sweep_dir: Path) -> dict[int, str]:
+    """Sweep job number -> SLURM job id (<array job>_<number>; a sweep of one job is no array)."""
+    ids = [path.name.removesuffix("_submitted.pkl") for path in (sweep_dir / ".submitit").glob("*/*_submitted.pkl")]
+    return {int(job_id.split("_")[1]) if "_" in job_id else 0: job_id for job_id in ids}
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.5)
+
+
+def test_a_sweep_through_sbatch_with_the_default_trainer_runs_both_jobs_and_summarises_them(
+        local_cluster, identified_data, tmp_path):
+    result = run_script("train.py", *train_arguments(identified_data, tmp_path, "trainer.max_epochs=2",
+                                                                    "optimizer.lr=0.001,0.003"), timeout_s=600)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    for job in ("0", "1"):
+        assert json.loads((sweep_dir / job / "metrics.json").read_text())["status"] == "completed"
+    summary = (sweep_dir / "summary.md").read_text()
+    assert "| 0 | 0.001 |" in summary and "| 1 | 0.003 |" in summary
+    # Each job went through the scheduler, asking for one CPU and no GPU.
+    jobs = submitted_jobs(sweep_dir)
+    assert sorted(jobs) == [0, 1]
+    for job_id in jobs.values():  # a job's result is written before SLURM has finished ending it
+        wait_for(lambda: slurm_state(job_id) == "COMPLETED", 60, f"SLURM job {job_id} completed")
+    [script] = (sweep_dir / ".submitit").glob("*/*_submission.sh")
+    assert "#SBATCH --cpus-per-task=1" in script.read_text() and "--gpus" not in script.read_text()
+    # This cluster has no accounting: one line says so, not one per status poll.
+    assert output.count("sacct") == 1 and "Bypassing" not in output, output[-3000:]
+
+
+def test_a_job_requeued_while_it_trains_continues_from_its_checkpoint_to_the_uninterrupted_run(
+        local_cluster, identified_data, tmp_path):
+    waiting = tmp_path / "waiting_at_step_20"  # the step checkpoint before it is at step 16
+    arguments = train_arguments(identified_data, tmp_path / "requeued", *RUN, STEP_CHECKPOINTS,
+                                *recorded(tmp_path / "requeued"), "+callbacks.wait._target_=run_probes.WaitAtStep",
+                                "+callbacks.wait.at_step=20", f"+callbacks.wait.marker={waiting}")
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"), *arguments]
+    with subprocess.Popen(command, cwd=PROJECT_ROOT, env=PROBES_ENVIRONMENT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as sweep:
+        wait_for(waiting.exists, 300, "job at step 20")
+        [job_id] = submitted_jobs(only_sweep_dir(tmp_path / "requeued")).values()
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+        # SLURM holds a requeued job back for two minutes; the test lets it start at once.
+        wait_for(lambda: slurm_state(job_id) == "PENDING", 60, "requeued job pending")
+        subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
+        output, _ = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, output[-3000:]
+
+    reference = run_script("train.py", *train_arguments(identified_data, tmp_path / "alone", *RUN, STEP_CHECKPOINTS,
+                                                        *recorded(tmp_path / "alone"), on_slurm=False),
+                           env=PROBES_ENVIRONMENT)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    job_dir = only_sweep_dir(tmp_path / "requeued") / "0"
+    assert "Restored all states from the checkpoint" in (job_dir / ".." / ".submitit").joinpath(
+        job_id, f"{job_id}_0_log.err").read_text()
+    assert_same_run(outcome(job_dir, tmp_path / "requeued"), outcome(only_run_dir(tmp_path / "alone"),
+                                                                     tmp_path / "alone"))
+
+
+def test_a_cancelled_job_is_reported_interrupted_and_fails_the_sweep_whose_other_job_completes(
+        local_cluster, identified_data, tmp_path):
+    waiting = tmp_path / "waiting"
+    # Job 0 waits at step 5 for the test to cancel it; job 1 (at_step -1) never waits.
+    arguments = train_arguments(identified_data, tmp_path, "+callbacks.wait._target_=run_probes.WaitAtStep",
+                                "+callbacks.wait.at_step=5,-1", f"+callbacks.wait.marker={waiting}")
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"), *arguments]
+    with subprocess.Popen(command, cwd=PROJECT_ROOT, env=PROBES_ENVIRONMENT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as sweep:
+        wait_for(waiting.exists, 300, "job 0 at step 5")
+        subprocess.run(["scancel", submitted_jobs(only_sweep_dir(tmp_path))[0]], check=True)
+        output, _ = sweep.communicate(timeout=600)
+
+    assert sweep.returncode == 1, output[-3000:]
+    assert "sweep failed: 1 of 2 jobs failed: 0" in output and "Traceback" not in output, output[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    statuses = {job: json.loads((sweep_dir / job / "metrics.json").read_text())["status"] for job in ("0", "1")}
+    assert statuses == {"0": "interrupted", "1": "completed"}
+    assert re.search(r"\| 0 \| 5 \|.*\| interrupted \|", (sweep_dir / "summary.md").read_text())
+
+
+def outcome(run_dir: Path, probes: Path) -> dict:
+    """What the run in `run_dir` computed, as test_resume compares runs."""
+    return {"batches": trained_batches(probes / "batches"), "weights": trained_weights(probes / "batches"),
+            "metrics": json.loads((run_dir / "metrics.json").read_text()), "scalars": read_tensorboard(run_dir)[0]}
