@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 SHORT_TRAINING = ["++trainer.max_epochs=1", "++trainer.limit_train_batches=8", "++trainer.limit_val_batches=2",
                   "++trainer.limit_test_batches=2"]
 SHORT_TEST = ["++trainer.limit_test_batches=2"]
-# Commands that cannot run on one machine, and why.
-CANNOT_RUN_HERE = {"hydra/launcher=submitit_slurm": "submits to a SLURM cluster (sbatch), which this machine has not"}
+# Commands that submit to SLURM: they run on the cluster of scripts/local_cluster.py.
+NEEDS_CLUSTER = "hydra/launcher=submitit_slurm"
 # Commands the suite is, or that built the environment it runs in.
 NOT_RUN = {"pip": "installs the environment these tests run in", "pytest": "is this test suite"}
 SERVERS = ("tensorboard", "optuna-dashboard")
@@ -172,11 +172,10 @@ def readme_checkout(tmp_path_factory, real_mnist_dir) -> Path:
     return make_user_checkout(tmp_path_factory.mktemp("readme") / "mnist-cnn", real_mnist_dir)
 
 
-def run_as_documented(command: str, checkout: Path) -> None:
+def run_as_documented(command: str, checkout: Path, request: pytest.FixtureRequest) -> None:
     words = shlex.split(command)
-    for key, reason in CANNOT_RUN_HERE.items():
-        if key in words:
-            pytest.skip(f"{command}: {reason}")
+    if NEEDS_CLUSTER in words:
+        request.getfixturevalue("local_cluster")
     if words[0] in NOT_RUN:
         pytest.skip(f"{command}: {NOT_RUN[words[0]]}")
     if words[0] in SERVERS:
@@ -195,10 +194,10 @@ def run_as_documented(command: str, checkout: Path) -> None:
 
 
 @pytest.mark.parametrize("command", README_COMMANDS)
-def test_readme_command_runs_as_written(command, readme_checkout):
-    run_as_documented(command, readme_checkout)
+def test_readme_command_runs_as_written(command, readme_checkout, request):
+    run_as_documented(command, readme_checkout, request)
 
 
 @pytest.mark.parametrize("command", CLUSTER_COMMANDS)
-def test_cluster_guide_command_runs_as_written(command, readme_checkout):
-    run_as_documented(command, readme_checkout)
+def test_cluster_guide_command_runs_as_written(command, readme_checkout, request):
+    run_as_documented(command, readme_checkout, request)
