@@ -74,6 +74,7 @@ def test_a_sweep_through_sbatch_with_the_default_trainer_runs_both_jobs_and_summ
     assert "#SBATCH --cpus-per-task=1" in script.read_text() and "--gpus" not in script.read_text()
     # This cluster has no accounting: one line says so, not one per status poll.
     assert output.count("sacct") == 1 and "Bypassing" not in output, output[-3000:]
+    assert "ConfigStore schema" not in output  # Hydra's notice about the launcher config's name
 
 
 def test_a_job_requeued_while_it_trains_continues_from_its_checkpoint_to_the_uninterrupted_run(

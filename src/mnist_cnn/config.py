@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_cnn.console import exit_with
+from mnist_cnn.console import exit_with, quiet_library_notices
 from mnist_cnn.overrides import keys_swept_by, overrides_label
 from mnist_cnn.resume import (
     ResumeError,
@@ -77,6 +77,7 @@ def run_app(task: Callable[[DictConfig], Any], config_dir: Path, config_name: st
     """Run `task` as a Hydra app on `config_name` from `config_dir`: the conf/ folder of the
     checkout whose script the user ran, wherever the package itself is installed."""
     record_project_root(config_dir)
+    quiet_library_notices()  # also those of composing the config
     try:
         return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
     finally:

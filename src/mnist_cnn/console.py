@@ -28,6 +28,10 @@ def quiet_library_notices() -> None:
     # Lightning's own pytree helper still uses the LeafSpec that torch deprecates.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+    # The launcher configs keep the names hydra-submitit-launcher registers its settings under
+    # (hydra/launcher=submitit_slurm), which Hydra 1.3 calls deprecated schema matching.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema",
+                            category=UserWarning)
 
 
 def exit_with(message: str) -> NoReturn:
