@@ -131,3 +131,31 @@ def outcome(run_dir: Path, probes: Path) -> dict:
     """What the run in `run_dir` computed, as test_resume compares runs."""
     return {"batches": trained_batches(probes / "batches"), "weights": trained_weights(probes / "batches"),
             "metrics": json.loads((run_dir / "metrics.json").read_text()), "scalars": read_tensorboard(run_dir)[0]}
+
+
+def cluster_pids() -> dict[str, str]:
+    """Daemon -> pid, as `scripts/local_cluster.py status` reports them running."""
+    result = run_script("scripts/local_cluster.py", "status")
+    return {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines() if "running, pid" in line}
+
+
+def test_the_local_cluster_script_starts_once_and_stops_only_what_it_started(local_cluster):
+    started = cluster_pids()
+    assert set(started) == {"munged", "slurmctld", "slurmd", "postgres"}
+    again = run_script("scripts/local_cluster.py", "up")
+    assert again.returncode == 0 and cluster_pids() == started  # up again: nothing restarted
+    # A process of the same name that the script did not start, as a user's own daemon would be.
+    with subprocess.Popen(["bash", "-c", "exec -a slurmd sleep 120"]) as bystander:
+        try:
+            stopped = run_script("scripts/local_cluster.py", "down")
+            assert stopped.returncode == 0, stopped.stderr
+            assert run_script("scripts/local_cluster.py", "status").returncode == 1 and not cluster_pids()
+            for pid in started.values():
+                assert not Path(f"/proc/{pid}").exists(), pid
+            assert bystander.poll() is None
+        finally:
+            bystander.kill()
+            restarted = run_script("scripts/local_cluster.py", "up")  # for the tests after this one
+    assert restarted.returncode == 0, restarted.stderr
+    assert subprocess.run(["sinfo", "--noheader", "-o", "%T"], capture_output=True, text=True).stdout.strip() == "idle"
+    assert subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "55432"]).returncode == 0
