@@ -25,6 +25,7 @@ class Runs:
     sweep_dir: Path  # the SLURM sweep of one job, folder 0
     ranks: Path  # where RecordRankEnvironment wrote what each SLURM rank saw
     local_run_dir: Path  # the reference: the same run, its ranks started by HydraDDPStrategy
+    slurm_output: str  # what the sweep command printed
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def runs(local_cluster, tiny_data, tmp_path_factory) -> Runs:
     assert slurm.returncode == 0, slurm.stderr[-3000:]
     local = run_train(tiny_data, root / "local", *TWO_RANKS)
     assert local.returncode == 0, local.stderr[-3000:]
-    return Runs(only_sweep_dir(root / "slurm"), root / "ranks", only_run_dir(root / "local"))
+    return Runs(only_sweep_dir(root / "slurm"), root / "ranks", only_run_dir(root / "local"),
+                slurm.stdout + slurm.stderr)
 
 
 def test_each_rank_of_the_job_is_a_slurm_task_joined_by_lightnings_slurm_environment(runs):
@@ -46,6 +48,10 @@ def test_each_rank_of_the_job_is_a_slurm_task_joined_by_lightnings_slurm_environ
                                                       "cluster_environment": "SLURMEnvironment"}
     with (runs.sweep_dir / "summary.csv").open() as summary:
         assert [(job["job"], job["status"]) for job in csv.DictReader(summary)] == [("0", "completed")]
+
+
+def test_the_sweep_waits_on_each_task_through_squeue_and_says_once_that_sacct_fails(runs):
+    assert runs.slurm_output.count("sacct") == 1 and "Bypassing" not in runs.slurm_output, runs.slurm_output[-3000:]
 
 
 def test_the_slurm_job_trains_and_tests_exactly_like_local_ddp(runs):

@@ -67,7 +67,9 @@ class ClusterSlurmLauncher(SlurmLauncher):
             log.info("sacct fails (SLURM accounting is off?): job states come from squeue")
             watcher = SqueueInfoWatcher(delay_s=STATE_POLL_S)
             for job in jobs:
-                job.watcher = watcher
+                # A job of several tasks (DDP) waits on a Job per task, each asking its own watcher.
+                for task in [job, *(job.task(k) for k in range(job.num_tasks))]:
+                    task.watcher = watcher
                 watcher.register_job(job.job_id)
         return [self.result(job, number, overrides) for job, number, overrides in zip(jobs, numbers, job_overrides)]
 
