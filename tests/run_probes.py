@@ -49,6 +49,24 @@ class RecordTrainedBatches(L.Callback):
             file.write(json.dumps(record) + "\n")
 
 
+class RecordRankEnvironment(L.Callback):
+    """Writes to `path`.rank<k>.environment, when fit starts, how rank k was started: its SLURM
+    task id (SLURM_PROCID, null outside SLURM) and the cluster environment Lightning detected."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        record = {"slurm_procid": os.environ.get("SLURM_PROCID"),
+                  "cluster_environment": type(trainer.strategy.cluster_environment).__name__}
+        rank_file(self.path, trainer.global_rank, ".environment").write_text(json.dumps(record))
+
+
+def rank_environment(path: Path, rank: int) -> dict:
+    """What `RecordRankEnvironment` recorded for rank `rank`."""
+    return json.loads(rank_file(path, rank, ".environment").read_text())
+
+
 def rank_file(path: Path, rank: int, suffix: str = "") -> Path:
     """Where rank `rank` records what `path` names: beside it, never in the run folder."""
     return path.with_name(f"{path.name}.rank{rank}{suffix}")

@@ -24,6 +24,9 @@ import __main__
 
 # What a launcher tells its processes about their place in the group.
 RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# How a rank other than 0 runs its job's Hydra job, started by this launcher or by SLURM: rank 0
+# writes the config snapshot and the log file (a second snapshot would look like a requeued run's).
+LATER_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=stdout")
 
 
 def job_command(local_rank: int) -> list[str]:
@@ -44,8 +47,7 @@ def job_command(local_rank: int) -> list[str]:
     return command + list(hydra.overrides.task) + [
         "hydra.mode=RUN",
         f'hydra.run.dir="{hydra.runtime.output_dir}"',
-        "hydra.output_subdir=null",
-        "hydra/job_logging=stdout",
+        *LATER_RANK_OVERRIDES,
         f"hydra.job.name={hydra.job.name}_rank{local_rank}",
     ]
 

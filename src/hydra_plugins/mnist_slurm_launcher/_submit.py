@@ -1,12 +1,14 @@
 """hydra-submitit's SLURM launcher, for clusters as they come:
 - a job that ends without a result (scancel, a node lost, killed for memory) is a job of the
   sweep that failed, which its folder and the sweep's summary report, not a crash of the sweep;
-- on a cluster without accounting, where `sacct` fails, job states come from `squeue`."""
+- on a cluster without accounting, where `sacct` fails, job states come from `squeue`;
+- under DDP, the tasks of ranks 1 and up run their job as `HydraDDPStrategy`'s ranks do."""
 
 import logging
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import submitit
 from hydra.core.singleton import Singleton
@@ -16,6 +18,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 from submitit.core.utils import UncompletedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher
+
+from mnist_cnn.distributed import LATER_RANK_OVERRIDES
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +67,18 @@ class ClusterSlurmLauncher(SlurmLauncher):
             log.info("sacct fails (SLURM accounting is off?): job states come from squeue")
             watcher = SqueueInfoWatcher(delay_s=STATE_POLL_S)
             for job in jobs:
-                job.watcher = watcher
+                # A job of several tasks (DDP) waits on a Job per task, each asking its own watcher.
+                for task in [job, *(job.task(k) for k in range(job.num_tasks))]:
+                    task.watcher = watcher
                 watcher.register_job(job.job_id)
         return [self.result(job, number, overrides) for job, number, overrides in zip(jobs, numbers, job_overrides)]
+
+    def __call__(self, sweep_overrides: list[str], *job: Any) -> JobReturn:
+        """One SLURM task of a sweep job. Under `trainer=ddp` SLURM starts a task per rank, and each
+        runs the Hydra job: those of rank 1 and up write no snapshot and no log file."""
+        if submitit.JobEnvironment().global_rank > 0:
+            sweep_overrides = [*sweep_overrides, *LATER_RANK_OVERRIDES]
+        return super().__call__(sweep_overrides, *job)
 
     @staticmethod
     def result(job: submitit.Job, number: int, overrides: Sequence[str]) -> JobReturn:
