@@ -1,8 +1,10 @@
 """Beyond one process: DDP on CPU (gloo) for a run and inside sweeps, the submitit launchers."""
 
 import json
+import os
 from pathlib import Path
 
+import lightning as L
 import pytest
 from conftest import (
     CONFIG_DIR,
@@ -15,6 +17,7 @@ from conftest import (
     run_train,
 )
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from mnist_cnn import train
@@ -117,6 +120,21 @@ def test_ddp_ranks_on_the_cpu_share_the_usable_cpus_with_each_other_and_with_par
 
     assert train.torch_threads(None, launcher, two_ranks) == threads
     assert train.torch_threads(3, launcher, two_ranks) == 3  # an explicit `threads=` wins
+
+
+def test_a_slurm_task_uses_the_cpus_slurm_gave_it_not_a_share_of_the_node(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))  # tasks not pinned to CPUs
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    basic, joblib = OmegaConf.create({"_target_": "BasicLauncher"}), OmegaConf.create({"n_jobs": 3})
+
+    assert train.torch_threads(None, basic, cpu_trainer(1)) == 3
+    assert train.torch_threads(None, joblib, cpu_trainer(1)) == 1  # joblib's jobs share the task's CPUs
+    for variable, value in {"SLURM_NODEID": "0", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "2",
+                            "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODELIST": "node1", "SLURM_JOB_ID": "1"}.items():
+        monkeypatch.setenv(variable, value)  # rank 0 of a job of two tasks
+    slurm_tasks = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                            plugins=[SLURMEnvironment(auto_requeue=False)])  # two ranks, each a SLURM task
+    assert train.torch_threads(None, basic, slurm_tasks) == 3  # each has 3 CPUs of its own
 
 
 @pytest.mark.slow

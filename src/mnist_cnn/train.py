@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -111,12 +112,16 @@ def parallel_jobs(launcher: DictConfig) -> int:
 
 
 def cpu_ranks(trainer: L.Trainer) -> int:
-    """The processes of one job that compute on this node's CPUs: its DDP ranks there, else one."""
-    return trainer.num_devices if isinstance(trainer.accelerator, CPUAccelerator) else 1
+    """The processes of one job that share this process's CPUs: its DDP ranks on the CPU, unless
+    SLURM started them as tasks with CPUs of their own; else one."""
+    own_cpus = isinstance(getattr(trainer.strategy, "cluster_environment", None), SLURMEnvironment)
+    return trainer.num_devices if isinstance(trainer.accelerator, CPUAccelerator) and not own_cpus else 1
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on (SLURM's cpus_per_task, taskset), not the machine's."""
+    """The CPUs this process may run on (SLURM's allotment to its task, taskset), not the machine's."""
+    if "SLURM_CPUS_PER_TASK" in os.environ:  # also where SLURM does not pin tasks to their CPUs
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
     if hasattr(os, "sched_getaffinity"):  # Linux
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
