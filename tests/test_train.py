@@ -123,6 +123,7 @@ def test_console_shows_progress_shapes_flops_and_results_but_no_library_notices(
     console = result.stdout + result.stderr
     assert "Tip" not in console and "litlogger" not in console
     assert "deprecated" not in console
+    assert "srun" not in console  # Lightning's hint on a machine with SLURM installed, as the suite's has
     # Lightning's plain summary says "2.6 M  Total Flops"; with `rich` installed, "Total FLOPs: 2.6 M".
     flops = re.search(r"Total FLOPs: (\S+)|(\S+)(?: [KMGTP])?\s+Total Flops", console)
     assert flops and (flops.group(1) or flops.group(2)) != "0", console[-3000:]

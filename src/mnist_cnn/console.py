@@ -28,6 +28,9 @@ def quiet_library_notices() -> None:
     # Lightning's own pytree helper still uses the LeafSpec that torch deprecates.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+    # On a machine with SLURM installed (a login node, the local cluster), Lightning hints at srun on
+    # every run started without it; this project's DDP launcher starts its ranks itself.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     # The launcher configs keep the names hydra-submitit-launcher registers its settings under
     # (hydra/launcher=submitit_slurm), which Hydra 1.3 calls deprecated schema matching.
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema",
