@@ -27,7 +27,7 @@ from conftest import (
 )
 from omegaconf import OmegaConf
 
-from mnist_cnn.sweep_summary import SweepSummary, read_jobs
+from mnist_cnn.sweep_summary import SWEEP_ID_VARIABLE, SweepSummary, read_jobs
 from mnist_cnn.train import torch_threads
 
 SWEEP_EXTRA = "needs the optional sweep plugins: pip install -e '.[sweep]'"
@@ -250,20 +250,36 @@ def test_a_completed_job_without_validation_is_summarised_and_plotted(tiny_data,
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
 
 
-def test_a_job_without_metrics_is_running_while_its_process_lives_and_failed_once_it_died(tmp_path):
-    # Two workers share an Optuna study's folder: one may end while the other's job still runs.
+def start_job(summary: SweepSummary, job_dir: Path, monkeypatch) -> None:
+    """What Hydra does at the start of a job of `summary`'s sweep, in a process that inherited the
+    sweep's environment: its snapshot, then the callback."""
+    monkeypatch.setenv(SWEEP_ID_VARIABLE, summary.sweep_id)
+    (job_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create([f"optimizer.lr=0.00{job_dir.name}"]), job_dir / ".hydra" / "overrides.yaml")
+    job_config = {"hydra": {"runtime": {"output_dir": str(job_dir)}, "output_subdir": ".hydra"}}
+    summary.on_job_start(OmegaConf.create(job_config))
+
+
+@pytest.fixture
+def sweep_id_undone(monkeypatch):
+    """A sweep sets its id in this process's environment: undone after the test."""
+    monkeypatch.setenv(SWEEP_ID_VARIABLE, "")
+    return monkeypatch
+
+
+def test_a_job_without_metrics_is_running_while_its_process_lives_and_failed_once_it_died(tmp_path, sweep_id_undone):
+    # A job of this sweep in a process of its own (as submitit runs it), while the sweep summarises.
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     summary = SweepSummary()
     summary.on_multirun_start(config)
-    (tmp_path / "0" / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(["optimizer.lr=0.001"]), tmp_path / "0" / ".hydra" / "overrides.yaml")
+    start_job(summary, tmp_path / "0", sweep_id_undone)
     worker = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from mnist_cnn.job_lock import job_running\n"
         "with job_running(Path(sys.argv[1])):\n    print('running', flush=True); time.sleep(600)"),
         str(tmp_path / "0")], stdout=subprocess.PIPE, text=True)
     try:
         assert worker.stdout.readline().strip() == "running"
-        summary.on_multirun_end(config)  # no SystemExit: the job is not this worker's to judge yet
+        summary.on_multirun_end(config)  # no SystemExit: the job has not failed yet
         assert [job.status for job in read_jobs(tmp_path)] == ["running"]
     finally:
         worker.kill()  # SIGKILL: the kernel releases the lock
@@ -271,6 +287,24 @@ def test_a_job_without_metrics_is_running_while_its_process_lives_and_failed_onc
     assert [job.status for job in read_jobs(tmp_path)] == ["failed"]
     with pytest.raises(SystemExit, match="1 of 1 jobs failed: 0"):
         summary.on_multirun_end(config)
+
+
+def test_a_worker_sharing_a_sweep_folder_fails_on_its_own_jobs_not_on_another_workers(tmp_path, sweep_id_undone):
+    # Two workers of one Optuna study: the other one was cancelled in its job 0, after this one started.
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    this_worker, other_worker = SweepSummary(), SweepSummary()
+    this_worker.on_multirun_start(config)
+    other_worker.on_multirun_start(config)
+    start_job(other_worker, tmp_path / "0", sweep_id_undone)  # no metrics.json, no process left: failed
+    start_job(this_worker, tmp_path / "1", sweep_id_undone)
+    (tmp_path / "1" / "metrics.json").write_text(json.dumps({"status": "completed", "val/acc_best": 0.9,
+                                                             "test/acc": 0.9, "test/loss": 0.3}))
+
+    this_worker.on_multirun_end(config)  # no SystemExit: its own job completed
+
+    assert {row["job"]: row["status"] for row in summary_rows(tmp_path)} == {"0": "failed", "1": "completed"}
+    with pytest.raises(SystemExit, match="1 of 1 jobs failed: 0"):
+        other_worker.on_multirun_end(config)
 
 
 # --- parallel jobs -----------------------------------------------------------------------

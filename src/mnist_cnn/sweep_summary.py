@@ -11,7 +11,8 @@ snapshot of it, beside that run's, is all it leaves. Rows are sorted by val/acc_
 import csv
 import json
 import logging
-import time
+import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,6 +32,12 @@ METRICS = ("val/acc_best", "test/acc", "test/loss", "epochs", "wall_time_s")
 SELECTED_BY, REPORTED = "val/acc_best", "test/acc"
 # What a job that ran to its end reports: a diverged or pruned trial is a finding of the sweep.
 RESULTS = ("completed", "diverged", "pruned")
+# Which sweep launched a job. Workers of one Optuna study share its folder, and each judges only
+# its own jobs: the sweep's id reaches its jobs through the environment, wherever the launcher
+# runs them (this process, joblib and submitit workers, SLURM jobs), and each job writes it
+# beside its snapshot of the overrides.
+SWEEP_ID_VARIABLE = "MNIST_CNN_SWEEP_ID"
+SWEEP_ID_FILE = "sweep_id"
 
 
 @dataclass
@@ -38,7 +45,7 @@ class Job:
     name: str  # its folder, relative to the sweep folder
     overrides: list[str]  # as Hydra recorded them, e.g. "optimizer.lr=0.001"
     metrics: dict[str, Any]  # empty when the job wrote no metrics.json
-    started: float  # when Hydra wrote its .hydra/overrides.yaml, at the job's start (epoch seconds)
+    sweep_id: str | None  # of the sweep that launched it (None: a job of an older version)
     running: bool  # no metrics.json yet, but a process of the job is alive
     refused: bool = False  # it found another job's run in its folder (sweep_folders.check_same_job)
 
@@ -62,19 +69,24 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         metrics_file = folder / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
         overrides = list(OmegaConf.load(overrides_file))
-        jobs.append(Job(str(folder.relative_to(sweep_dir)), overrides, metrics, overrides_file.stat().st_mtime,
+        jobs.append(Job(str(folder.relative_to(sweep_dir)), overrides, metrics, sweep_id_of(overrides_file.parent),
                         running=running and not metrics))
         # A later job that found this one's run in its folder left only Hydra's snapshot of itself.
         for later in folder.glob(".hydra/resumed_*/overrides.yaml"):
             later_overrides = list(OmegaConf.load(later))
             if parse_overrides(later_overrides) != parse_overrides(overrides):
                 jobs.append(Job(str(later.parent.relative_to(sweep_dir)), later_overrides, {},
-                                later.stat().st_mtime, running=False, refused=True))
+                                sweep_id_of(later.parent), running=False, refused=True))
     if not jobs:
         raise FileNotFoundError(f"{sweep_dir} holds no job folders (<job>/.hydra/overrides.yaml): "
                                 "is it the folder of a `python train.py -m ...` sweep?")
     return sorted(jobs, key=lambda job: (job.status != "completed", -job.metrics.get(SELECTED_BY, -1.0),
                                          job.name.zfill(9)))
+
+
+def sweep_id_of(snapshot_dir: Path) -> str | None:
+    file = snapshot_dir / SWEEP_ID_FILE
+    return file.read_text() if file.exists() else None
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
@@ -186,11 +198,18 @@ class SweepSummary(Callback):
 
     Like a test runner, the sweep then exits non-zero when a job it ran failed, naming it last.
     A folder kept from an earlier run of the same sweep (an Optuna study grows in one folder)
-    is summarised too, but its failures were reported by that run.
+    is summarised too, but its failures were reported by that run; so are the jobs of another
+    worker sharing the folder, which judges its own.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.time()
+        self.sweep_id = os.environ[SWEEP_ID_VARIABLE] = uuid.uuid4().hex
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # In the job's process. No snapshot (a DDP rank's): nothing of the job to mark.
+        sweep_id = os.environ.get(SWEEP_ID_VARIABLE)
+        if sweep_id and config.hydra.output_subdir is not None:
+            (Path(config.hydra.runtime.output_dir) / config.hydra.output_subdir / SWEEP_ID_FILE).write_text(sweep_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -198,8 +217,7 @@ class SweepSummary(Callback):
         log.info("sweep summary: %s", sweep_dir / "summary.md")
         if not_completed := [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]:
             log.warning("jobs not completed: %s (see their train.log)", ", ".join(not_completed))
-        ran = [job for job in jobs if job.started >= self.started]
-        # A job still running belongs to another worker sharing the folder: that worker judges it.
+        ran = [job for job in jobs if job.sweep_id == self.sweep_id]
         if failed := [job.name for job in ran if job.status not in (*RESULTS, "running")]:
             # SystemExit, not an Exception: Hydra turns a callback's exceptions into warnings.
             raise SystemExit(f"sweep failed: {len(failed)} of {len(ran)} jobs failed: {', '.join(failed)} "
