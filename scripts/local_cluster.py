@@ -163,7 +163,7 @@ def wait_until_ready() -> None:
     while time.monotonic() < deadline:
         node = run("sinfo", "--noheader", "-p", PARTITION, "-o", "%T", check=False).stdout.strip()
         database = run("pg_isready", "-h", "127.0.0.1", "-p", str(PG_PORT), check=False).returncode == 0
-        if node == "idle" and database:
+        if node in ("idle", "mixed", "allocated") and database:  # up, and maybe running jobs already
             return
         if node in ("down", "drained", "down*", "drain"):  # left down by an earlier start: resume it
             run("scontrol", "update", f"nodename={socket.gethostname().split('.')[0]}", "state=resume", check=False)
