@@ -13,6 +13,7 @@ from run_probes import rank_environment
 from test_resume import PROBES
 
 from mnist_cnn.job_lock import LOCK_FILE
+from mnist_cnn.sweep_summary import SWEEP_ID_FILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -79,6 +80,7 @@ def test_only_rank_0_writes_into_the_job_folder_as_in_local_ddp(runs):
     job_dir = runs.sweep_dir / "0"
     assert entries(job_dir) == entries(runs.local_run_dir) | {LOCK_FILE}  # a sweep job holds a lock while it runs
     # One config snapshot: rank 1 did not take rank 0's for an earlier run of the job (a requeue).
-    assert entries(job_dir / ".hydra") == entries(runs.local_run_dir / ".hydra")
+    # (a sweep job's snapshot also names the sweep that launched it)
+    assert entries(job_dir / ".hydra") == entries(runs.local_run_dir / ".hydra") | {SWEEP_ID_FILE}
     # Rank 1 logs into its own SLURM output, not into rank 0's train.log.
     assert (job_dir / "train.log").read_text().count("torch uses 1 threads") == 1
