@@ -63,7 +63,7 @@ PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 def run(*command: str, user: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     if user:
         command = ("runuser", "-u", user, "--", *command)
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         fail(f"{' '.join(command)} exited {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}")
     return result
@@ -80,12 +80,11 @@ def install_missing_packages() -> None:
         return
     print(f"installing {' '.join(missing)} (apt-get)")
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    installed = subprocess.run(["apt-get", "install", "-y", "-q", *missing], env=environment,
-                               capture_output=True, text=True)
+    install = ["apt-get", "install", "-y", "-q", *missing]
+    installed = subprocess.run(install, env=environment, capture_output=True, text=True, check=False)
     if installed.returncode != 0:  # the package lists of a fresh machine may be empty
-        subprocess.run(["apt-get", "update", "-q"], env=environment, capture_output=True)
-        installed = subprocess.run(["apt-get", "install", "-y", "-q", *missing], env=environment,
-                                   capture_output=True, text=True)
+        subprocess.run(["apt-get", "update", "-q"], env=environment, capture_output=True, check=False)
+        installed = subprocess.run(install, env=environment, capture_output=True, text=True, check=False)
     if installed.returncode != 0:
         fail(f"apt-get install {' '.join(missing)} failed: {installed.stderr.strip().splitlines()[-1:]}")
 

@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, make_tiny_data, only_run_dir, only_sweep_dir, read_tensorboard, run_script
+from conftest import (
+    PROJECT_ROOT,
+    make_tiny_data,
+    only_run_dir,
+    only_sweep_dir,
+    read_tensorboard,
+    run_script,
+)
 from run_probes import trained_batches, trained_weights
 from test_resume import PROBES, RUN, STEP_CHECKPOINTS, assert_same_run, recorded
 
@@ -36,7 +43,8 @@ def train_arguments(tiny, log_dir: Path, *overrides: str, on_slurm: bool = True)
 
 def slurm_state(job_id: str) -> str:
     """The job's state as slurmctld reports it (it keeps ended jobs for MinJobAge, 300 s)."""
-    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True)
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True,
+                           check=True)
     return re.search(r"JobState=(\S+)", shown.stdout).group(1)
 
 
@@ -69,7 +77,7 @@ def test_a_sweep_through_sbatch_with_the_default_trainer_runs_both_jobs_and_summ
     jobs = submitted_jobs(sweep_dir)
     assert sorted(jobs) == [0, 1]
     for job_id in jobs.values():  # a job's result is written before SLURM has finished ending it
-        wait_for(lambda: slurm_state(job_id) == "COMPLETED", 60, f"SLURM job {job_id} completed")
+        wait_for(lambda job_id=job_id: slurm_state(job_id) == "COMPLETED", 60, f"SLURM job {job_id} completed")
     [script] = (sweep_dir / ".submitit").glob("*/*_submission.sh")
     assert "#SBATCH --cpus-per-task=1" in script.read_text() and "--gpus" not in script.read_text()
     # This cluster has no accounting: one line says so, not one per status poll.
@@ -133,6 +141,17 @@ def outcome(run_dir: Path, probes: Path) -> dict:
             "metrics": json.loads((run_dir / "metrics.json").read_text()), "scalars": read_tensorboard(run_dir)[0]}
 
 
+def test_a_sweep_sbatch_refuses_stops_in_one_line_naming_why_and_leaves_no_folder(local_cluster, tiny_data, tmp_path):
+    result = run_script("train.py", *train_arguments(tiny_data, tmp_path, "hydra.launcher.partition=gpu",
+                                                     "optimizer.lr=0.001,0.003"))
+
+    assert result.returncode == 1
+    [error] = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert "sbatch refused" in error and "invalid partition" in error and "hydra.launcher" in error, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "multiruns").exists() or not any((tmp_path / "multiruns").iterdir())
+
+
 def cluster_pids() -> dict[str, str]:
     """Daemon -> pid, as `scripts/local_cluster.py status` reports them running."""
     result = run_script("scripts/local_cluster.py", "status")
@@ -157,5 +176,6 @@ def test_the_local_cluster_script_starts_once_and_stops_only_what_it_started(loc
             bystander.kill()
             restarted = run_script("scripts/local_cluster.py", "up")  # for the tests after this one
     assert restarted.returncode == 0, restarted.stderr
-    assert subprocess.run(["sinfo", "--noheader", "-o", "%T"], capture_output=True, text=True).stdout.strip() == "idle"
-    assert subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "55432"]).returncode == 0
+    node = subprocess.run(["sinfo", "--noheader", "-o", "%T"], capture_output=True, text=True, check=True)
+    assert node.stdout.strip() == "idle"
+    assert subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "55432"], check=False).returncode == 0

@@ -46,8 +46,9 @@ def _run_dir_or_exit(log_dir: str, ckpt_path: str | None, resume: str | None) ->
     return run_dir
 
 
-# The new folders this process made, so that an app that fails before writing into one
-# (a launcher that cannot start its jobs, say) does not leave it behind, empty.
+# The new folders this process made, so that an app that fails before writing into one (a
+# launcher that cannot start its jobs, say) does not leave it behind, empty but for the
+# sweep's config.
 _made_folders: list[Path] = []
 
 
@@ -82,7 +83,8 @@ def run_app(task: Callable[[DictConfig], Any], config_dir: Path, config_name: st
         return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
     finally:
         for folder in _made_folders:
-            if folder.is_dir() and not any(folder.iterdir()):
+            if folder.is_dir() and {path.name for path in folder.iterdir()} <= {"multirun.yaml"}:
+                (folder / "multirun.yaml").unlink(missing_ok=True)
                 folder.rmdir()
 
 
