@@ -289,6 +289,7 @@ def test_a_search_whose_places_a_live_worker_holds_ends_once_it_has_seen_them_be
         result = search(tiny_data, tmp_path, "hydra.sweeper.n_trials=1", *QUICK_HEARTBEAT)
 
     assert f"trials [{running.number}], running elsewhere" in result.stdout + result.stderr
+    assert "nothing to summarise" in result.stdout + result.stderr and "warn" not in result.stderr
     assert [trial.state for trial in load_study(tmp_path).trials] == [TrialState.RUNNING]  # left to its worker
     assert not (study_dir(tmp_path) / str(running.number)).exists()
 

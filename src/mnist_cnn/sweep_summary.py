@@ -38,6 +38,8 @@ RESULTS = ("completed", "diverged", "pruned")
 # beside its snapshot of the overrides.
 SWEEP_ID_VARIABLE = "MNIST_CNN_SWEEP_ID"
 SWEEP_ID_FILE = "sweep_id"
+# What each job leaves at its start, in its folder: Hydra's snapshot of its overrides.
+JOB_SNAPSHOTS = "*/.hydra/overrides.yaml"
 
 
 @dataclass
@@ -63,7 +65,7 @@ class Job:
 def read_jobs(sweep_dir: Path) -> list[Job]:
     """The sweep's jobs, completed ones first, best val/acc_best first."""
     jobs = []
-    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
+    for overrides_file in sweep_dir.glob(JOB_SNAPSHOTS):
         folder = overrides_file.parent.parent
         running = is_running(folder)  # asked before reading metrics.json, which a job writes while running
         metrics_file = folder / "metrics.json"
@@ -213,6 +215,9 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        if not any(sweep_dir.glob(JOB_SNAPSHOTS)):  # a search whose places others held
+            log.info("no job has run in %s yet: nothing to summarise", sweep_dir)
+            return
         jobs = write_summary(sweep_dir)
         log.info("sweep summary: %s", sweep_dir / "summary.md")
         if not_completed := [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]:

@@ -144,6 +144,10 @@ class OptunaSearch(Sweeper):
                 time.sleep(self.heartbeat_interval_s)
             else:
                 break
+        # Said also when their first beat came before this search had to wait for it.
+        if alive := sorted(watch.seen):
+            log.info("study %s: trials %s, running elsewhere, are alive: their workers finish them and "
+                     "write the results again", self.study_name, alive)
 
     def run_batch(self, study: optuna.Study, trials: list[optuna.Trial], fixed: dict[str, str],
                   job_idx: int) -> None:
