@@ -1,5 +1,6 @@
-"""Sweeps submitted to a real SLURM scheduler: the one-machine cluster of scripts/local_cluster.py,
-with the default trainer, a job requeued while it trains, and a job cancelled."""
+"""Sweeps submitted to a real SLURM scheduler, the one-machine cluster of scripts/local_cluster.py:
+with the default trainer, a job requeued while it trains, a job cancelled, a job array sbatch
+refuses; and the script that starts and stops that cluster."""
 
 import json
 import os
@@ -36,9 +37,11 @@ def identified_data(tmp_path_factory):
 def train_arguments(tiny, log_dir: Path, *overrides: str, on_slurm: bool = True) -> list[str]:
     """`python train.py` on the tiny data with the default trainer, a sweep on SLURM unless not
     `on_slurm`; one torch thread, so that two jobs run side by side on the cluster's two CPUs."""
-    slurm_sweep = ["-m", "hydra/launcher=submitit_slurm"] if on_slurm else []
-    return [*slurm_sweep[:1], "--config-dir", str(tiny.config_dir), *slurm_sweep[1:], "data=tiny",
-            f"log_dir={log_dir}", "trainer.enable_progress_bar=false", "threads=1", *overrides]
+    options = ["--config-dir", str(tiny.config_dir)]  # Hydra's options come before the overrides
+    if on_slurm:
+        options = ["-m", *options, "hydra/launcher=submitit_slurm"]
+    return [*options, "data=tiny", f"log_dir={log_dir}", "trainer.enable_progress_bar=false", "threads=1",
+            *overrides]
 
 
 def slurm_state(job_id: str) -> str:
