@@ -28,6 +28,8 @@ from mnist_cnn.slurm import cpus_per_task, gpus_per_node
 # run starts (joblib and submitit workers, DDP ranks). HydraConfig cannot: Hydra resolves a
 # sweep's folder before it sets HydraConfig (Hydra issue #1786).
 PROJECT_ROOT_VARIABLE = "MNIST_CNN_PROJECT_ROOT"
+# Where a sweeper saves the sweep's config, whose command line names its jobs.
+SWEEP_CONFIG = "multirun.yaml"
 
 
 # Hydra resolves the run folder before the app starts, and would bury these messages in a
@@ -83,8 +85,8 @@ def run_app(task: Callable[[DictConfig], Any], config_dir: Path, config_name: st
         return hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)(task)()
     finally:
         for folder in _made_folders:
-            if folder.is_dir() and {path.name for path in folder.iterdir()} <= {"multirun.yaml"}:
-                (folder / "multirun.yaml").unlink(missing_ok=True)
+            if folder.is_dir() and {path.name for path in folder.iterdir()} <= {SWEEP_CONFIG}:
+                (folder / SWEEP_CONFIG).unlink(missing_ok=True)
                 folder.rmdir()
 
 
@@ -110,7 +112,7 @@ def job_label() -> str:
     if hydra_config.mode != RunMode.MULTIRUN:
         return ""
     # Hydra's sweeper saves the sweep's command line there before it launches a job.
-    sweep_config = Path(hydra_config.sweep.dir) / "multirun.yaml"
+    sweep_config = Path(hydra_config.sweep.dir) / SWEEP_CONFIG
     command_line = OmegaConf.load(sweep_config).hydra.overrides.task if sweep_config.exists() else []
     return overrides_label(hydra_config.overrides.task, keys_swept_by(command_line, hydra_config.sweeper.get("params")))
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from mnist_cnn.config import SWEEP_CONFIG
 from mnist_cnn.console import exit_with
 
 from ._liveness import SilenceWatch, heartbeat
@@ -101,7 +102,7 @@ class OptunaSearch(Sweeper):
             exit_with(str(error))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # also for a SQLite study kept there
         # As Hydra's own sweeper does: the sweep's config, whose command line names its jobs.
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, self.sweep_dir / SWEEP_CONFIG)
         study = optuna.create_study(storage=open_storage(self.storage), study_name=self.study_name,
                                     sampler=instantiate(self.sampler), pruner=instantiate(self.pruner),
                                     direction=self.direction, load_if_exists=True)
