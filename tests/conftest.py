@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -73,8 +74,11 @@ def write_tiny_mnist(raw_dir: Path, train_size: int = 400, test_size: int = 150,
 
 
 # Digits as polylines (pixel coordinates in a 123x97 image), drawn thick like a marker pen.
-DIGIT_STROKES = {
+DIGIT_STROKES = {  # polylines in a 123x97 image
+    0: [(60, 12), (80, 22), (85, 50), (78, 78), (60, 86), (42, 78), (35, 50), (40, 22), (60, 12)],
     1: [(50, 26), (64, 12), (64, 86)],
+    2: [(35, 28), (55, 12), (78, 20), (80, 40), (35, 84), (90, 84)],
+    4: [(72, 86), (72, 12), (30, 60), (92, 60)],
     7: [(30, 15), (95, 15), (50, 85)],
 }
 
@@ -86,6 +90,13 @@ def draw_digit(path: Path, digit: int, size: tuple[int, int] = (123, 97), ink="b
     ImageDraw.Draw(image).line(DIGIT_STROKES[digit], fill=ink, width=11, joint="curve")
     image.save(path)
     return path
+
+
+def mnist_like(digit: int) -> torch.Tensor:
+    """`digit` as an MNIST test image: uint8 (28, 28), white on black, about 20 pixels tall."""
+    image = Image.new("L", (123, 123), 0)
+    ImageDraw.Draw(image).line([(x, y + 13) for x, y in DIGIT_STROKES[digit]], fill=255, width=11, joint="curve")
+    return torch.from_numpy(np.array(image.resize((28, 28), Image.Resampling.LANCZOS)))
 
 
 @dataclass

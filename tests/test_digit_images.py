@@ -1,12 +1,20 @@
-"""User images become MNIST-like digits: white on black, in a 20x20 box, centred by mass."""
+"""User images become MNIST-like digits: white on black, in a 20x20 box, centred by mass; a
+photo's lighting is taken out, and a number becomes its digits."""
 
 import numpy as np
 import pytest
 import torch
-from conftest import draw_digit
+from conftest import draw_digit, mnist_like
 from PIL import Image, ImageDraw
 
-from mnist_cnn.digit_images import BOX, DigitImageError, read_digit
+from mnist_cnn.digit_images import BOX, MAX_SIDE, DigitImageError, read_image
+from mnist_cnn.synthetic_photos import photo_of_number
+
+
+def read_digit(path) -> torch.Tensor:
+    """The one digit found in the image file at `path`."""
+    [digit] = read_image(path).items
+    return digit
 
 
 def ink_box(digit: torch.Tensor) -> tuple[int, int]:
@@ -101,3 +109,47 @@ def test_bad_files_are_rejected_with_a_clear_reason(tmp_path, make_file, message
     make_file(path)
     with pytest.raises(DigitImageError, match=message):
         read_digit(path)
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Correlation of two images' pixels: 1 for the same picture."""
+    return float(torch.corrcoef(torch.stack([a.flatten().float(), b.flatten().float()]))[0, 1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_photographed_digit_is_read_as_the_digit_itself_would_be(tmp_path, seed):
+    """Gray paper, a lighting gradient, noise, blur, JPEG, a turn, sometimes ruled lines."""
+    photo = photo_of_number([mnist_like(2)], np.random.default_rng(seed), ruled=seed % 2 == 1)
+    photo.image.save(tmp_path / "photo.jpg")
+    Image.fromarray(mnist_like(2).numpy()).save(tmp_path / "clean.png")
+    digit, clean = read_digit(tmp_path / "photo.jpg"), read_digit(tmp_path / "clean.png")
+    assert digit.max() == 255 and (digit[:, :2] == 0).all() and (digit[:, -2:] == 0).all()  # white on black
+    row, column = centre_of_mass(digit)
+    assert row == pytest.approx(13.5, abs=1) and column == pytest.approx(13.5, abs=1)
+    assert similarity(digit, clean) > 0.8
+
+
+def test_a_number_is_read_as_its_digits_left_to_right(tmp_path):
+    written = (4, 1, 7, 2)
+    photo = photo_of_number([mnist_like(digit) for digit in written], np.random.default_rng(3), ruled=True)
+    photo.image.save(tmp_path / "number.jpg")
+    reading = read_image(tmp_path / "number.jpg")
+    assert len(reading.items) == 4 and [box.left for box in reading.boxes] == sorted(box.left for box in reading.boxes)
+    for digit, written_digit in zip(reading.items, written):
+        Image.fromarray(mnist_like(written_digit).numpy()).save(tmp_path / "clean.png")
+        assert similarity(digit, read_digit(tmp_path / "clean.png")) > 0.7
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_photo_of_a_blank_page_is_one_clear_error(tmp_path, seed):
+    """Lighting, shadow, noise and ruled lines, but no ink: nothing to guess."""
+    photo = photo_of_number([], np.random.default_rng(seed), ruled=seed % 2 == 0)
+    photo.image.save(tmp_path / "blank.jpg")
+    with pytest.raises(DigitImageError, match="no digit found: no ink stands out from the paper"):
+        read_image(tmp_path / "blank.jpg")
+
+
+def test_a_large_photo_is_read_scaled_down_and_its_boxes_are_scaled_with_it(tmp_path):
+    draw_digit(tmp_path / "large.png", 7, size=(4000, 3000))
+    reading = read_image(tmp_path / "large.png")
+    assert max(reading.page.shape) == MAX_SIDE and reading.scale == pytest.approx(MAX_SIDE / 4000)

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from mnist_cnn.classifier import load_classifier
 from mnist_cnn.data import normalize
-from mnist_cnn.digit_images import fashion_mnist_like, mnist_like
+from mnist_cnn.digit_images import grayscale, read_digits, read_product
 from mnist_cnn.error_analysis import figures, metrics
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Bag", "Ankle boot"]
@@ -81,8 +81,8 @@ def test_predict_names_classes_and_prepares_images_as_the_checkpoint_dataset_did
 
     classifier = load_classifier(ckpt).eval()
     with Image.open(bag) as image, torch.no_grad():
-        as_product = classifier(normalize(fashion_mnist_like(image)[None])).softmax(dim=1)[0]
-        as_digit = classifier(normalize(mnist_like(image)[None])).softmax(dim=1)[0]
+        as_product = classifier(normalize(read_product(grayscale(image)).items)).softmax(dim=1)[0]
+        as_digit = classifier(normalize(read_digits(grayscale(image)).items)).softmax(dim=1)[0]
     printed = torch.tensor([entry["probability"] for entry in record["top3"]])
     labels = [entry["label"] for entry in record["top3"]]
     assert torch.allclose(printed, as_product[labels], atol=1e-5)
@@ -94,7 +94,7 @@ def test_predict_names_classes_and_prepares_images_as_the_checkpoint_dataset_did
 
 def test_product_preprocessing_fills_the_field_and_digit_preprocessing_a_20_pixel_box(tmp_path):
     with Image.open(draw_bag(tmp_path / "bag.png")) as image:
-        product, digit = fashion_mnist_like(image), mnist_like(image)
+        [product], [digit] = read_product(grayscale(image)).items, read_digits(grayscale(image)).items
 
     def width(pixels):
         columns = (pixels > 0).any(dim=0).nonzero()

@@ -1,20 +1,26 @@
-"""Any image file -> a 28x28 uint8 image prepared the way the dataset's own images were.
+"""Any image file -> 28x28 uint8 images prepared the way the dataset's own images were.
 
-`digit` (MNIST): white on black, the digit fitted into a 20x20 box keeping its aspect ratio,
-then placed in a 28x28 field so that its centre of mass sits at the centre.
-`product` (Fashion-MNIST): white on black, the item trimmed of its background and fitted
+`digit` (MNIST): the page's lighting taken out, each digit found (read left to right), made
+white on black, fitted into a 20x20 box keeping its aspect ratio, and placed in a 28x28 field
+so that its centre of mass sits at the centre.
+`product` (Fashion-MNIST): one item, white on black, trimmed of its background and fitted
 into the whole 28x28 field keeping its aspect ratio, centred by its extent.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_cnn.digit_segmentation import Box, bounding_box, digit_masks
+from mnist_cnn.photo_ink import ink_mask, ink_of
 
 FIELD = 28
 BOX = 20
-INK_THRESHOLD = 0.2  # of the strongest ink: fainter pixels (paper texture, noise) do not widen the crop
+MAX_SIDE = 1024  # larger photos are scaled down first: a digit needs far fewer pixels than a phone takes
 # A product's faint parts (a white shirt on white) are part of it: only near-background is trimmed.
 PRODUCT_INK_THRESHOLD = 0.05
 
@@ -23,61 +29,88 @@ class DigitImageError(ValueError):
     """An image file that cannot be read, or that shows no digit."""
 
 
-def read_digit(path: Path, preprocessing: str = "digit") -> torch.Tensor:
-    """The digit (or, with preprocessing="product", the item) in the image file at `path`, as uint8 (28, 28)."""
+@dataclass
+class Reading:
+    """What was found on one image: the model's inputs, and where each came from."""
+    items: torch.Tensor  # uint8 (N, 28, 28), left to right
+    boxes: list[Box]  # of each item, on `page`
+    page: np.ndarray  # the image as it was read: grayscale in [0, 1], at most MAX_SIDE wide and high
+    scale: float = 1.0  # pixels of `page` per pixel of the file
+
+
+def read_image(path: Path, preprocessing: str = "digit") -> Reading:
+    """The digits in the image file at `path` (with preprocessing="product": the one item)."""
     if preprocessing not in PREPROCESSING:
         raise ValueError(f"unknown preprocessing {preprocessing!r}: one of {', '.join(PREPROCESSING)}")
     if not path.is_file():
         raise DigitImageError("no such file")
     try:
         with Image.open(path) as image:
-            image.load()
-            return PREPROCESSING[preprocessing](image)
+            upright = ImageOps.exif_transpose(image)  # as a phone shows its photo
+            reading = PREPROCESSING[preprocessing](grayscale(upright))
+            reading.scale = reading.page.shape[1] / upright.width
+            return reading
     except UnidentifiedImageError as error:
         raise DigitImageError("not an image file that Pillow can read") from error
     except (OSError, Image.DecompressionBombError) as error:  # e.g. a truncated file
         raise DigitImageError(f"unreadable image: {error}") from error
 
 
-def mnist_like(image: Image.Image) -> torch.Tensor:
-    """Ink cropped to the digit, fitted into the 20x20 box, centred by mass in 28x28."""
-    ink = ink_of(image)
-    rows, columns = np.nonzero(ink >= INK_THRESHOLD * ink.max())
-    digit = ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
-    digit = fit_into_box(digit)
-    return torch.from_numpy(centre_by_mass(digit))
-
-
-def fashion_mnist_like(image: Image.Image) -> torch.Tensor:
-    """The item trimmed to its extent, fitted into 28x28, centred by its extent (no 20x20 box)."""
-    ink = ink_of(image)
-    rows, columns = np.nonzero(ink >= PRODUCT_INK_THRESHOLD)
-    item = fit_into_box(ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1], FIELD)
-    height, width = item.shape
-    top, left = (FIELD - height) // 2, (FIELD - width) // 2
-    field = np.zeros((FIELD, FIELD), dtype=np.uint8)
-    field[top:top + height, left:left + width] = np.round(item * 255).astype(np.uint8)
-    return torch.from_numpy(field)
-
-
-def ink_of(image: Image.Image) -> np.ndarray:
-    """Grayscale ink in [0, 1], background 0: inverted when the background (the border) is light."""
-    image = ImageOps.exif_transpose(image)
+def grayscale(image: Image.Image) -> np.ndarray:
+    """The image on white where it is transparent, as grayscale in [0, 1], at most MAX_SIDE wide and high."""
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # transparent pixels are background: lay the image on white paper
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     if image.mode == "I" or image.mode.startswith("I;16"):
         # 16-bit grayscale (0..65535): Pillow's conversion to "L" clips it at 255 instead of scaling
         gray = np.asarray(image, dtype=np.float32).clip(0, 65535) / 65535
     else:
         gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    scale = MAX_SIDE / max(gray.shape)
+    if scale < 1:
+        size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+        gray = np.array(Image.fromarray(gray).resize(size, Image.Resampling.BOX))
+    return gray
+
+
+def read_digits(gray: np.ndarray) -> Reading:
+    """Each digit on the page, left to right, framed as in MNIST."""
+    ink = ink_of(gray)
+    masks = digit_masks(ink_mask(ink))
+    if not masks:
+        raise DigitImageError("no digit found: no ink stands out from the paper (a blank page?)")
+    # one pixel around the mask keeps the anti-aliased edge of each stroke
+    grown = [F.max_pool2d(torch.from_numpy(mask)[None, None].float(), 3, 1, 1)[0, 0].numpy() > 0
+             for mask in masks]
+    boxes = [bounding_box(mask) for mask in grown]
+    digits = [mnist_framed((ink * mask)[box.top:box.bottom, box.left:box.right]) for mask, box in zip(grown, boxes)]
+    return Reading(torch.stack(digits), boxes, gray)
+
+
+def read_product(gray: np.ndarray) -> Reading:
+    """The one item on its background, trimmed and fitted into the whole 28x28 field."""
+    ink = plain_background_ink(gray)
+    box = bounding_box(ink >= PRODUCT_INK_THRESHOLD)
+    item = fit_into_box(ink[box.top:box.bottom, box.left:box.right], FIELD)
+    height, width = item.shape
+    top, left = (FIELD - height) // 2, (FIELD - width) // 2
+    field = np.zeros((FIELD, FIELD), dtype=np.uint8)
+    field[top:top + height, left:left + width] = np.round(item * 255).astype(np.uint8)
+    return Reading(torch.from_numpy(field)[None], [box], gray)
+
+
+def plain_background_ink(gray: np.ndarray) -> np.ndarray:
+    """Ink in [0, 1] against a plain background, the colour of the border (a product shot)."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
-    ink = background - gray if background > 0.5 else gray - background
-    ink = ink.clip(0, None)
+    ink = (background - gray if background > 0.5 else gray - background).clip(0, None)
     if ink.max() < 0.1:
-        raise DigitImageError("no digit found: the image is (nearly) one flat colour")
+        raise DigitImageError("no item found: the image is (nearly) one flat colour")
     return ink / ink.max()
+
+
+def mnist_framed(digit: np.ndarray) -> torch.Tensor:
+    """A digit's ink, fitted into the 20x20 box and centred by mass in 28x28."""
+    return torch.from_numpy(centre_by_mass(fit_into_box(digit / digit.max())))
 
 
 def fit_into_box(digit: np.ndarray, box: int = BOX) -> np.ndarray:
@@ -85,7 +118,7 @@ def fit_into_box(digit: np.ndarray, box: int = BOX) -> np.ndarray:
     height, width = digit.shape
     scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(digit).resize(size, Image.Resampling.LANCZOS)
+    resized = Image.fromarray(digit.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
     scaled = np.asarray(resized).clip(0, None)
     return scaled / scaled.max()  # thin strokes of a big image thin out: keep full contrast
 
@@ -104,5 +137,5 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray:
     return field
 
 
-# The data config's `preprocessing`, carried by the checkpoint -> how an image file is prepared.
-PREPROCESSING = {"digit": mnist_like, "product": fashion_mnist_like}
+# The data config's `preprocessing`, carried by the checkpoint -> how an image is read.
+PREPROCESSING = {"digit": read_digits, "product": read_product}

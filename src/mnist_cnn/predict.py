@@ -1,7 +1,8 @@
-"""The prediction entry point: the class of each image file, with its top-3 probabilities.
+"""The prediction entry point: the digits in each image file, left to right, with their top-3 probabilities.
 
-The image is prepared as the checkpoint's dataset prepared its own (a centred digit for MNIST,
-a trimmed item for Fashion-MNIST), and classes are named by the checkpoint's class names."""
+The image is prepared as the checkpoint's dataset prepared its own (each digit found on the
+page and centred, for MNIST; the one item trimmed, for Fashion-MNIST), classes are named by the
+checkpoint's class names, and a figure shows what was found and what the model saw."""
 
 import json
 import sys
@@ -15,7 +16,8 @@ from PIL import Image
 from mnist_cnn.classifier import CheckpointError, Classifier, load_classifier
 from mnist_cnn.config import register_resolvers, run_app
 from mnist_cnn.data import normalize
-from mnist_cnn.digit_images import DigitImageError, read_digit
+from mnist_cnn.digit_images import DigitImageError, Reading, read_image
+from mnist_cnn.reading_figure import reading_figure
 
 TOP = 3
 
@@ -39,37 +41,63 @@ def probabilities_of(classifier: Classifier, digits: torch.Tensor) -> torch.Tens
     return classifier.eval()(normalize(digits)).softmax(dim=1)
 
 
-def report(file: Path, probabilities: torch.Tensor, class_names: list[str], as_json: bool) -> str:
+def top_classes(probabilities: torch.Tensor, class_names: list[str]) -> list[tuple[int, float]]:
+    """(label, probability) of the TOP most probable classes, most probable first."""
     top = probabilities.topk(min(TOP, len(class_names)))
-    pairs = list(zip(top.indices.tolist(), top.values.tolist()))
-    if as_json:
-        return json.dumps({"file": str(file), "label": pairs[0][0], "class": class_names[pairs[0][0]],
-                           "top3": [{"label": label, "class": class_names[label], "probability": round(p, 6)}
-                                    for label, p in pairs]})
-    return (f"{file}: {class_names[pairs[0][0]]}  ("
-            + ", ".join(f"{class_names[label]}: {p:.1%}" for label, p in pairs) + ")")
+    return list(zip(top.indices.tolist(), top.values.tolist()))
 
 
-def predict(classifier: Classifier, files: list[Path], as_json: bool) -> int:
-    """Print one line per file, predictions on stdout and failures on stderr (JSON lines:
+def text_report(file: Path, probabilities: torch.Tensor, class_names: list[str]) -> str:
+    """"seven.png: 7  (7: 99.1%, 1: 0.6%, 2: 0.1%)" for one digit; for a number, its digits
+    and each one's confidence: "year.jpg: 2026  (2: 99.8%, 0: 97.0%, 2: 99.9%, 6: 98.5%)"."""
+    tops = [top_classes(digit, class_names) for digit in probabilities]
+    if len(tops) == 1:
+        pairs = tops[0]
+        return (f"{file}: {class_names[pairs[0][0]]}  ("
+                + ", ".join(f"{class_names[label]}: {p:.1%}" for label, p in pairs) + ")")
+    return (f"{file}: {''.join(class_names[top[0][0]] for top in tops)}  ("
+            + ", ".join(f"{class_names[top[0][0]]}: {top[0][1]:.1%}" for top in tops) + ")")
+
+
+def json_records(file: Path, reading: Reading, probabilities: torch.Tensor, class_names: list[str]) -> list[str]:
+    """One JSON line per digit, left to right, with its box in the file's pixels."""
+    records = []
+    for position, (box, digit) in enumerate(zip(reading.boxes, probabilities), start=1):
+        pairs = top_classes(digit, class_names)
+        records.append(json.dumps({
+            "file": str(file), "position": position, "of": len(reading.boxes),
+            "box": {side: round(getattr(box, side) / reading.scale) for side in ("left", "top", "right", "bottom")},
+            "label": pairs[0][0], "class": class_names[pairs[0][0]],
+            "top3": [{"label": label, "class": class_names[label], "probability": round(p, 6)}
+                     for label, p in pairs]}))
+    return records
+
+
+def predict(classifier: Classifier, files: list[Path], as_json: bool, figures_dir: Path | None) -> int:
+    """Print each file's digits, predictions on stdout and failures on stderr (JSON lines:
     both on stdout, failures with an "error" key); returns the number of failed files."""
-    digits, failures = {}, {}
-    for index, file in enumerate(files):
+    failures = 0
+    for file in files:
         try:
-            digits[index] = read_digit(file, classifier.hparams.preprocessing)
+            reading = read_image(file, classifier.hparams.preprocessing)
         except DigitImageError as error:
-            failures[index] = str(error)
-    probabilities = {}
-    if digits:
-        probabilities = dict(zip(digits, probabilities_of(classifier, torch.stack(list(digits.values())))))
-    for index, file in enumerate(files):
-        if index in probabilities:
-            print(report(file, probabilities[index], classifier.class_names, as_json))
-        elif as_json:
-            print(json.dumps({"file": str(file), "error": failures[index]}))
-        else:
-            print(f"error: {file}: {failures[index]}", file=sys.stderr)
-    return len(failures)
+            failures += 1
+            if as_json:
+                print(json.dumps({"file": str(file), "error": str(error)}))
+            else:
+                print(f"error: {file}: {error}", file=sys.stderr)
+            continue
+        probabilities = probabilities_of(classifier, reading.items)
+        names = classifier.class_names
+        print("\n".join(json_records(file, reading, probabilities, names)) if as_json
+              else text_report(file, probabilities, names))
+        if figures_dir is not None:
+            best = probabilities.max(dim=1)
+            figure = reading_figure(reading, [names[label] for label in best.indices.tolist()],
+                                    best.values.tolist())
+            figures_dir.mkdir(parents=True, exist_ok=True)
+            figure.savefig(figures_dir / f"{file.stem}_read.png", dpi=100)
+    return failures
 
 
 register_resolvers()
@@ -87,7 +115,8 @@ def run(cfg: DictConfig) -> None:
     files = image_files(OmegaConf.to_object(cfg.inputs) if OmegaConf.is_list(cfg.inputs) else str(cfg.inputs))
     if not files:
         sys.exit(f"error: no image files in inputs={cfg.inputs}")
-    if predict(classifier, files, cfg.json):
+    figures_dir = None if cfg.figures_dir is None else Path(cfg.figures_dir)
+    if predict(classifier, files, cfg.json, figures_dir):
         sys.exit(1)
 
 

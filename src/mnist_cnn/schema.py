@@ -194,7 +194,7 @@ PATH_OR_NULL = either(NULL, TEXT)
 ENTRY_RULES: dict[str, Rule] = {
     "seed": SEED, "log_dir": TEXT, "ckpt_path": PATH_OR_NULL, "resume": one_of(None, "latest"),
     "threads": either(NULL, integer(1)), "reuse_freed_memory": BOOLEAN, "optuna_trial": either(NULL, integer(0)),
-    "inputs": either(TEXT, list_of(TEXT, 1)), "json": BOOLEAN,
+    "inputs": either(TEXT, list_of(TEXT, 1)), "json": BOOLEAN, "figures_dir": PATH_OR_NULL,
 }
 # Groups whose node builds one object (or, for callbacks, a mapping of objects); null or empty
 # where the option builds nothing (scheduler=none, ~logger).

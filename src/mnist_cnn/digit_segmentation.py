@@ -1,0 +1,138 @@
+"""The digits on a page, left to right: ink mask -> one mask and box per digit.
+
+Ink falls into connected pieces. Ruled lines are cut out of the pieces they cross, specks are
+dropped, and pieces stacked one above another (the bar of a 5, a stroke cut by a line) are
+joined: what is left, read left to right, are the digits.
+"""
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from mnist_cnn.photo_ink import RULED_LINE_SPAN
+
+LINE_ASPECT = 15  # a ruled line is at least this many times wider than it is thick
+SPECK_AREA = 0.03  # of the largest piece's area: dust, noise and JPEG blocks
+STACKED = 0.5  # pieces overlapping by this much of the narrower one's width are one digit ...
+# ... if the gap between them is no taller than the taller piece (the bar of a 5 above its body)
+DIGIT_HEIGHT = 0.4  # of the tallest digit: shorter groups (a dash, a dot) are not digits
+MIN_DIGIT_PIXELS = 5  # a digit is at least this many pixels tall
+
+
+@dataclass(frozen=True)
+class Box:
+    top: int
+    left: int
+    bottom: int  # exclusive, like a slice
+    right: int
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    def joined(self, other: "Box") -> "Box":
+        """The smallest box around both."""
+        return Box(min(self.top, other.top), min(self.left, other.left),
+                   max(self.bottom, other.bottom), max(self.right, other.right))
+
+
+def connected_pieces(mask: np.ndarray) -> list[np.ndarray]:
+    """The 8-connected pieces of `mask`, one boolean mask each, specks left out.
+
+    Each row's ink is cut into runs; a run touching a run of the row above (diagonally too)
+    belongs to its piece. The pieces are kept as a union-find forest over the runs."""
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # exclusive, in the same order as the starts
+    parent = list(range(len(rows)))
+
+    def root(run: int) -> int:
+        while parent[run] != run:
+            parent[run] = parent[parent[run]]
+            run = parent[run]
+        return run
+
+    first_of_row = np.searchsorted(rows, np.arange(mask.shape[0] + 1))
+    for row in range(1, mask.shape[0]):
+        above, below = first_of_row[row - 1], first_of_row[row]
+        for run in range(below, first_of_row[row + 1]):
+            while above < below and ends[above] < starts[run]:  # ends before this run's diagonal
+                above += 1
+            touching = above
+            while touching < below and starts[touching] <= ends[run]:
+                parent[root(touching)] = root(run)
+                touching += 1
+    roots = np.array([root(run) for run in range(len(rows))], dtype=np.int64)
+    if not len(roots):
+        return []
+    areas = np.bincount(roots, weights=ends - starts, minlength=len(rows))
+    pieces = []
+    for piece_root in np.nonzero(areas >= SPECK_AREA * areas.max())[0]:
+        piece = np.zeros(mask.shape, dtype=bool)
+        for run in np.nonzero(roots == piece_root)[0]:
+            piece[rows[run], starts[run]:ends[run]] = True
+        pieces.append(piece)
+    return pieces
+
+
+def bounding_box(mask: np.ndarray) -> Box:
+    rows, columns = np.nonzero(mask)
+    return Box(int(rows.min()), int(columns.min()), int(rows.max()) + 1, int(columns.max()) + 1)
+
+
+def without_ruled_line(piece: np.ndarray) -> np.ndarray:
+    """`piece` with the ruled line through it removed, or unchanged if it holds none.
+
+    A line may be tilted and may carry the digits written across it: its course is fitted to
+    the columns where only the line is, and the pixels within its thickness of it are removed."""
+    box = bounding_box(piece)
+    if box.width < RULED_LINE_SPAN * piece.shape[1]:
+        return piece
+    columns = np.nonzero(piece.any(axis=0))[0]
+    counts = piece[:, columns].sum(axis=0)
+    thickness = float(np.median(counts))
+    if box.width < LINE_ASPECT * thickness:
+        return piece  # a broad stroke, such as the bar of a wide 7
+    bare = columns[counts <= thickness + 1]
+    rows = np.arange(piece.shape[0])[:, None]
+    centres = (piece[:, bare] * rows).sum(axis=0) / piece[:, bare].sum(axis=0)
+    slope, intercept = np.polyfit(bare, centres, 1)
+    course = slope * np.arange(piece.shape[1]) + intercept
+    return piece & (np.abs(rows - course[None, :]) > thickness / 2 + 1)
+
+
+def digit_masks(mask: np.ndarray) -> list[np.ndarray]:
+    """One mask per digit in the ink `mask`, left to right; empty when there is none."""
+    pieces = []
+    for piece in connected_pieces(mask):
+        cut = without_ruled_line(piece)
+        pieces += [piece] if cut is piece else connected_pieces(cut)
+    if not pieces:
+        return []
+    groups = join_stacked(pieces)
+    tallest = max(bounding_box(group).height for group in groups)
+    digits = [group for group in groups
+              if bounding_box(group).height >= max(DIGIT_HEIGHT * tallest, MIN_DIGIT_PIXELS)]
+    return sorted(digits, key=lambda digit: bounding_box(digit).left)
+
+
+def join_stacked(pieces: list[np.ndarray]) -> list[np.ndarray]:
+    """Pieces that share most of their columns with another, close above or below it, are joined."""
+    groups = sorted(((bounding_box(piece), piece) for piece in pieces), key=lambda group: group[0].left)
+    joined = True
+    while joined:
+        joined = False
+        for (first, (a, a_mask)), (second, (b, b_mask)) in itertools.combinations(enumerate(groups), 2):
+            overlap = min(a.right, b.right) - max(a.left, b.left)
+            gap = max(a.top, b.top) - min(a.bottom, b.bottom)
+            if overlap >= STACKED * min(a.width, b.width) and gap <= max(a.height, b.height):
+                groups[first] = (a.joined(b), a_mask | b_mask)
+                del groups[second]
+                joined = True
+                break
+    return [mask for _, mask in groups]
