@@ -137,7 +137,8 @@ def check_outputs(words: list[str], checkout: Path, result: subprocess.Completed
     new = {kind: folders(logs / kind) - before[kind] for kind in before}
     if words[1] == "predict.py":
         assert re.fullmatch(r"\{.*\}|\S+: \S+ +\(.*\)", last_line), last_line
-        assert not any(new.values()), new  # predict.py writes nothing
+        assert not any(new.values()), new  # no run folder: only the figure of each image read
+        assert any((checkout / "figures").glob("*_read.png"))
     elif words[1] == "eval.py":
         [evaluation] = new["evals"]
         run_dirs = [path for path in evaluation.iterdir() if path.is_dir()] if "-m" in words else [evaluation]

@@ -3,8 +3,14 @@ training, shared by every test here through the session's `real_mnist_run`."""
 
 import json
 
+import numpy as np
 import pytest
 from conftest import draw_digit, run_script
+
+from mnist_cnn.classifier import load_classifier
+from mnist_cnn.data import TEST_IMAGES, read_idx
+from mnist_cnn.predict import probabilities_of
+from mnist_cnn.synthetic_photos import photo_of_number
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -27,7 +33,27 @@ def test_predict_reads_a_one_and_a_seven_drawn_on_white_paper_at_an_odd_size(rea
     one = draw_digit(tmp_path / "one.png", 1, size=(123, 97))
     seven = draw_digit(tmp_path / "seven.jpg", 7, size=(123, 97))
     result = run_script("predict.py", f"ckpt_path={real_mnist_run / 'checkpoints' / 'best.ckpt'}",
-                        f"inputs=[{one},{seven}]", "json=true")
+                        f"inputs=[{one},{seven}]", "json=true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     labels = {json.loads(line)["file"]: json.loads(line)["label"] for line in result.stdout.splitlines()}
     assert labels == {str(one): 1, str(seven): 7}
+
+
+def test_predict_reads_photos_of_test_digits_as_it_reads_the_digits_themselves(real_mnist_run, real_mnist_dir,
+                                                                              tmp_path):
+    """A photographed digit and a photographed 4-digit number, against the clean test images."""
+    checkpoint = real_mnist_run / "checkpoints" / "best.ckpt"
+    test_images = read_idx(real_mnist_dir / TEST_IMAGES)
+    written = {"digit.jpg": [4], "number.jpg": [0, 1, 2, 3]}  # indices into the test set
+    rng = np.random.default_rng(0)
+    for name, indices in written.items():
+        photo_of_number([test_images[index] for index in indices], rng, ruled=True).image.save(tmp_path / name)
+    result = run_script("predict.py", f"ckpt_path={checkpoint}", "inputs=[digit.jpg,number.jpg]", "json=true",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    read = {}
+    for record in map(json.loads, result.stdout.splitlines()):
+        read.setdefault(record["file"], []).append(record["label"])
+    classifier = load_classifier(checkpoint)
+    assert read == {name: probabilities_of(classifier, test_images[indices]).argmax(dim=1).tolist()
+                    for name, indices in written.items()}
