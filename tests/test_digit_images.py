@@ -1,6 +1,8 @@
 """User images become MNIST-like digits: white on black, in a 20x20 box, centred by mass; a
 photo's lighting is taken out, and a number becomes its digits."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -116,17 +118,22 @@ def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([a.flatten().float(), b.flatten().float()]))[0, 1])
 
 
+def scanned(digit: torch.Tensor, path) -> Path:
+    """`digit` (28x28) as a clean, sharp image file: six times larger, white on black."""
+    Image.fromarray(digit.numpy()).resize((168, 168), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_a_photographed_digit_is_read_as_the_digit_itself_would_be(tmp_path, seed):
     """Gray paper, a lighting gradient, noise, blur, JPEG, a turn, sometimes ruled lines."""
     photo = photo_of_number([mnist_like(2)], np.random.default_rng(seed), ruled=seed % 2 == 1)
     photo.image.save(tmp_path / "photo.jpg")
-    Image.fromarray(mnist_like(2).numpy()).save(tmp_path / "clean.png")
-    digit, clean = read_digit(tmp_path / "photo.jpg"), read_digit(tmp_path / "clean.png")
+    digit, clean = read_digit(tmp_path / "photo.jpg"), read_digit(scanned(mnist_like(2), tmp_path / "clean.png"))
     assert digit.max() == 255 and (digit[:, :2] == 0).all() and (digit[:, -2:] == 0).all()  # white on black
     row, column = centre_of_mass(digit)
     assert row == pytest.approx(13.5, abs=1) and column == pytest.approx(13.5, abs=1)
-    assert similarity(digit, clean) > 0.8
+    assert similarity(digit, clean) > 0.75  # two different digits: about 0.5
 
 
 def test_a_number_is_read_as_its_digits_left_to_right(tmp_path):
@@ -136,8 +143,7 @@ def test_a_number_is_read_as_its_digits_left_to_right(tmp_path):
     reading = read_image(tmp_path / "number.jpg")
     assert len(reading.items) == 4 and [box.left for box in reading.boxes] == sorted(box.left for box in reading.boxes)
     for digit, written_digit in zip(reading.items, written):
-        Image.fromarray(mnist_like(written_digit).numpy()).save(tmp_path / "clean.png")
-        assert similarity(digit, read_digit(tmp_path / "clean.png")) > 0.7
+        assert similarity(digit, read_digit(scanned(mnist_like(written_digit), tmp_path / "clean.png"))) > 0.75
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -53,3 +53,14 @@ def test_a_flat_page_has_no_ink():
 def test_otsu_splits_two_levels_between_them():
     values = np.concatenate([np.full(900, 0.05), np.full(100, 0.8)])
     assert 0.05 < otsu_threshold(values) <= 0.8
+
+
+def test_faint_ink_joined_to_a_stroke_is_kept_whole_or_only_near_it_in_a_photo():
+    """A stroke (contrast 0.9) with a fainter, thin line (0.5) running off it for 40 pixels."""
+    ink = np.zeros((40, 80), dtype=np.float32)
+    ink[5:35, 10:15] = 0.9
+    ink[20:22, 15:55] = 0.5
+    whole, near = ink_mask(ink), ink_mask(ink, reach=2)
+    assert whole[20:22, 15:55].all()  # a scan: the faint ink belongs to the stroke
+    assert near[20:22, 15:17].all() and not near[20:22, 18:55].any()  # a photo: the line stays out
+    assert whole[5:35, 10:15].all() and near[5:35, 10:15].all()

@@ -57,3 +57,15 @@ def test_predict_reads_photos_of_test_digits_as_it_reads_the_digits_themselves(r
     classifier = load_classifier(checkpoint)
     assert read == {name: probabilities_of(classifier, test_images[indices]).argmax(dim=1).tolist()
                     for name, indices in written.items()}
+
+
+def test_the_photo_benchmark_reports_the_clean_accuracy_that_training_measured(real_mnist_run, real_mnist_dir):
+    checkpoint = real_mnist_run / "checkpoints" / "best.ckpt"
+    result = run_script("scripts/benchmark_photos.py", f"--checkpoint=two_epochs={checkpoint}", "--singles=30",
+                        "--numbers=10", f"--data-dir={real_mnist_dir.parent.parent}")
+    assert result.returncode == 0, result.stderr
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| two_epochs |")]
+    clean, *photos = [float(cell.rstrip("%")) / 100 for cell in row.strip(" |").split(" | ")[1:]]
+    tested = json.loads((real_mnist_run / "metrics.json").read_text())["test/acc"]
+    assert clean == pytest.approx(tested, abs=1e-4)  # the same 10,000 test images, the same model
+    assert len(photos) == 5 and all(0.5 < accuracy <= 1 for accuracy in photos)

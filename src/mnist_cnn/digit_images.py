@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_cnn.digit_segmentation import Box, bounding_box, digit_masks
-from mnist_cnn.photo_ink import ink_mask, ink_of
+from mnist_cnn.photo_ink import evenly_lit, ink_mask, ink_of
 
 FIELD = 28
 BOX = 20
+# In a photo, faint ink counts as a digit's within this many pixels of its strong strokes only
+PHOTO_INK_REACH = 2
 MAX_SIDE = 1024  # larger photos are scaled down first: a digit needs far fewer pixels than a phone takes
 # A product's faint parts (a white shirt on white) are part of it: only near-background is trimmed.
 PRODUCT_INK_THRESHOLD = 0.05
@@ -75,14 +77,14 @@ def grayscale(image: Image.Image) -> np.ndarray:
 def read_digits(gray: np.ndarray) -> Reading:
     """Each digit on the page, left to right, framed as in MNIST."""
     ink = ink_of(gray)
-    masks = digit_masks(ink_mask(ink))
+    masks = digit_masks(ink_mask(ink, reach=None if evenly_lit(gray) else PHOTO_INK_REACH))
     if not masks:
         raise DigitImageError("no digit found: no ink stands out from the paper (a blank page?)")
-    # one pixel around the mask keeps the anti-aliased edge of each stroke
+    boxes = [bounding_box(mask) for mask in masks]  # as MNIST's digits were boxed: by their ink
+    # within the box, one pixel around the mask keeps the anti-aliased edge of each stroke
     grown = [F.max_pool2d(torch.from_numpy(mask)[None, None].float(), 3, 1, 1)[0, 0].numpy() > 0
              for mask in masks]
-    boxes = [bounding_box(mask) for mask in grown]
-    digits = [mnist_framed((ink * mask)[box.top:box.bottom, box.left:box.right]) for mask, box in zip(grown, boxes)]
+    digits = [mnist_framed((ink * near)[box.top:box.bottom, box.left:box.right]) for near, box in zip(grown, boxes)]
     return Reading(torch.stack(digits), boxes, gray)
 
 
@@ -128,7 +130,7 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray:
     rows, columns = np.indices(digit.shape)
     mass = digit.sum()
     centre_row, centre_column = (rows * digit).sum() / mass, (columns * digit).sum() / mass
-    middle = (FIELD - 1) / 2
+    middle = FIELD / 2  # pixel (14, 14), not the geometric 13.5: where MNIST's training digits have theirs
     height, width = digit.shape
     top = int(np.clip(round(middle - centre_row), 0, FIELD - height))
     left = int(np.clip(round(middle - centre_column), 0, FIELD - width))

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_cnn.photo_ink import RULED_LINE_SPAN
-
+RULED_LINE_SPAN = 0.6  # ink this wide (of the image) and thin is a ruled line, not a digit
 LINE_ASPECT = 15  # a ruled line is at least this many times wider than it is thick
 SPECK_AREA = 0.03  # of the largest piece's area: dust, noise and JPEG blocks
 STACKED = 0.5  # pieces overlapping by this much of the narrower one's width are one digit ...
@@ -41,14 +40,13 @@ class Box:
                    max(self.bottom, other.bottom), max(self.right, other.right))
 
 
-def connected_pieces(mask: np.ndarray) -> list[np.ndarray]:
-    """The 8-connected pieces of `mask`, one boolean mask each, specks left out.
-
-    Each row's ink is cut into runs; a run touching a run of the row above (diagonally too)
-    belongs to its piece. The pieces are kept as a union-find forest over the runs."""
+def run_labels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The 8-connected pieces of `mask`, as runs: each row's ink is cut into runs, and a run
+    touching a run of the row above (diagonally too) joins its piece, kept as a union-find
+    forest over the runs. Returns each run's row, start, end (exclusive) and piece number."""
     edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
     rows, starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)[1]  # exclusive, in the same order as the starts
+    ends = np.nonzero(edges == -1)[1]  # in the same order as the starts
     parent = list(range(len(rows)))
 
     def root(run: int) -> int:
@@ -67,17 +65,32 @@ def connected_pieces(mask: np.ndarray) -> list[np.ndarray]:
             while touching < below and starts[touching] <= ends[run]:
                 parent[root(touching)] = root(run)
                 touching += 1
-    roots = np.array([root(run) for run in range(len(rows))], dtype=np.int64)
-    if not len(roots):
+    return rows, starts, ends, np.array([root(run) for run in range(len(rows))], dtype=np.int64)
+
+
+def painted(shape: tuple[int, int], rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    for row, start, end in zip(rows, starts, ends):
+        mask[row, start:end] = True
+    return mask
+
+
+def connected_pieces(mask: np.ndarray) -> list[np.ndarray]:
+    """The 8-connected pieces of `mask`, one boolean mask each, specks left out."""
+    rows, starts, ends, pieces = run_labels(mask)
+    if not len(pieces):
         return []
-    areas = np.bincount(roots, weights=ends - starts, minlength=len(rows))
-    pieces = []
-    for piece_root in np.nonzero(areas >= SPECK_AREA * areas.max())[0]:
-        piece = np.zeros(mask.shape, dtype=bool)
-        for run in np.nonzero(roots == piece_root)[0]:
-            piece[rows[run], starts[run]:ends[run]] = True
-        pieces.append(piece)
-    return pieces
+    areas = np.bincount(pieces, weights=ends - starts, minlength=len(rows))
+    kept = np.nonzero(areas >= SPECK_AREA * areas.max())[0]
+    return [painted(mask.shape, *(part[pieces == piece] for part in (rows, starts, ends))) for piece in kept]
+
+
+def pieces_holding(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The pieces of `mask` that hold at least one pixel of `seeds`, whole."""
+    rows, starts, ends, pieces = run_labels(mask)
+    seeded = np.array([seeds[row, start:end].any() for row, start, end in zip(rows, starts, ends)], dtype=bool)
+    kept = np.isin(pieces, pieces[seeded])
+    return painted(mask.shape, rows[kept], starts[kept], ends[kept])
 
 
 def bounding_box(mask: np.ndarray) -> Box:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mnist_cnn.digit_segmentation import pieces_holding
+
 BLOCKS = 6  # the paper's brightness is sampled on about this many blocks across the shorter side
 MIN_BLOCK = 8  # pixels: a block is wider than a stroke, even in a small image
 EVEN_BORDER = 0.1  # a border whose pixels span less than this is one colour: a scan, not a photo
@@ -17,7 +19,6 @@ MIN_CONTRAST = 0.2  # ink takes at least this fraction of the paper's light: fai
 # Of the darkest ink's contrast: ruled lines and shadows are fainter than what the pen wrote.
 RELATIVE_CONTRAST = 0.5
 STRONGEST_INK = 0.98  # the quantile of the inked pixels taken as the darkest ink, so specks do not count
-RULED_LINE_SPAN = 0.6  # ink this wide (of the image) and thin is a ruled line, not a digit
 
 
 def blocks_of(image: np.ndarray) -> torch.Tensor:
@@ -30,6 +31,16 @@ def blocks_of(image: np.ndarray) -> torch.Tensor:
     return padded.unfold(2, block, block).unfold(3, block, block).reshape(rows, columns, -1)
 
 
+def border_of(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+
+
+def evenly_lit(gray: np.ndarray) -> bool:
+    """True for an image whose border is one even colour: a scan or a drawing, not a photo."""
+    low, high = np.quantile(border_of(gray), [0.05, 0.95])
+    return high - low < EVEN_BORDER
+
+
 def ink_is_darker(gray: np.ndarray) -> bool:
     """True for dark ink on light paper, False for light ink on a dark ground.
 
@@ -38,9 +49,8 @@ def ink_is_darker(gray: np.ndarray) -> bool:
     in most parts of the page the ink is the minority and lies far from the typical pixel on
     one side, and the side with the larger departures, summed over the page's blocks, is the
     ink's (each block is nearly evenly lit)."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    low, background, high = np.quantile(border, [0.05, 0.5, 0.95])
-    if high - low < EVEN_BORDER:
+    if evenly_lit(gray):
+        background = float(np.median(border_of(gray)))
         darkest, lightest = np.quantile(gray, [0.005, 0.995])
         return background - darkest >= lightest - background
     blocks = blocks_of(gray)
@@ -97,15 +107,19 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(edges[1:][np.argmax(np.nan_to_num(between))])  # a flat image: the lowest level
 
 
-def ink_mask(ink: np.ndarray) -> np.ndarray:
-    """The pixels that are ink: above a level chosen for this image (Otsu's), at least half as
-    dark as its darkest ink, never below MIN_CONTRAST, and next to a pixel whose 3x3
-    neighbourhood is that dark on average. A stroke has such a core; sensor noise does not."""
-    inked = ink > max(otsu_threshold(ink), MIN_CONTRAST)
+def ink_mask(ink: np.ndarray, reach: int | None = None) -> np.ndarray:
+    """The pixels that are ink, by hysteresis: pixels above a faint level (Otsu's, and never
+    below MIN_CONTRAST) joined to a core of strong ink (a 3x3 neighbourhood at least half as dark
+    as the darkest ink), through faint ink (`reach` None) or within `reach` pixels of it.
+    A stroke's thin ends stay; sensor noise has no core. In a photo, ruled lines and shadows
+    are fainter than what the pen wrote, and a `reach` keeps where they touch a digit out of it."""
+    faint = max(otsu_threshold(ink), MIN_CONTRAST)
+    inked = ink > faint
     if not inked.any():
         return inked
-    level = max(otsu_threshold(ink), MIN_CONTRAST, RELATIVE_CONTRAST * np.quantile(ink[inked], STRONGEST_INK))
-    image = torch.from_numpy(ink)[None, None]
-    core = F.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False) > level
-    near_core = F.max_pool2d(core.float(), 3, stride=1, padding=1)[0, 0].numpy() > 0
-    return (ink > level) & near_core
+    strong = max(faint, RELATIVE_CONTRAST * np.quantile(ink[inked], STRONGEST_INK))
+    core = F.avg_pool2d(torch.from_numpy(ink)[None, None], 3, stride=1, padding=1, count_include_pad=False) > strong
+    if reach is None:
+        return pieces_holding(inked, seeds=core[0, 0].numpy() & inked)
+    near_core = F.max_pool2d(core.float(), 2 * reach + 1, stride=1, padding=reach)[0, 0].numpy() > 0
+    return inked & near_core
