@@ -45,12 +45,12 @@ def test_a_number_is_cut_into_its_digits_left_to_right():
 
 def test_a_stroke_apart_from_its_digit_above_it_is_joined_to_it_and_a_dash_is_dropped():
     def five_and_dash(draw):
-        draw.line([(20, 10), (45, 10)], fill=255, width=5)  # the bar of a 5, not touching ...
+        draw.line([(34, 10), (72, 10)], fill=255, width=5)  # the bar of a 5, reaching past and not touching ...
         draw.line([(22, 16), (20, 30), (40, 35), (40, 55), (18, 58)], fill=255, width=5)  # ... its body
-        draw.line([(70, 35), (85, 35)], fill=255, width=5)  # a dash beside it
-    [five] = digit_masks(drawn((100, 70), five_and_dash))
+        draw.line([(85, 35), (100, 35)], fill=255, width=5)  # a dash beside it
+    [five] = digit_masks(drawn((120, 70), five_and_dash))
     box = bounding_box(five)
-    assert box.top < 10 and box.bottom > 58 and box.right < 70
+    assert box.top < 10 and box.bottom > 58 and 72 <= box.right < 85  # the bar is, the dash is not
 
 
 def test_a_ruled_line_through_the_digits_is_cut_out_of_them():

@@ -135,15 +135,19 @@ def digit_masks(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def join_stacked(pieces: list[np.ndarray]) -> list[np.ndarray]:
-    """Pieces that share most of their columns with another, close above or below it, are joined."""
+    """Pieces close above or below one another are joined: those that share most of their
+    columns, and a piece too short to be a digit with any piece whose columns it shares (the
+    bar of a 5 reaches past its body)."""
     groups = sorted(((bounding_box(piece), piece) for piece in pieces), key=lambda group: group[0].left)
+    too_short = DIGIT_HEIGHT * max(box.height for box, _ in groups)
     joined = True
     while joined:
         joined = False
         for (first, (a, a_mask)), (second, (b, b_mask)) in itertools.combinations(enumerate(groups), 2):
             overlap = min(a.right, b.right) - max(a.left, b.left)
             gap = max(a.top, b.top) - min(a.bottom, b.bottom)
-            if overlap >= STACKED * min(a.width, b.width) and gap <= max(a.height, b.height):
+            shares = overlap >= STACKED * min(a.width, b.width) or (overlap > 0 and min(a.height, b.height) < too_short)
+            if shares and gap <= max(a.height, b.height):
                 groups[first] = (a.joined(b), a_mask | b_mask)
                 del groups[second]
                 joined = True
