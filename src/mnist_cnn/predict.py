@@ -48,8 +48,8 @@ def top_classes(probabilities: torch.Tensor, class_names: list[str]) -> list[tup
 
 
 def text_report(file: Path, probabilities: torch.Tensor, class_names: list[str]) -> str:
-    """"seven.png: 7  (7: 99.1%, 1: 0.6%, 2: 0.1%)" for one digit; for a number, its digits
-    and each one's confidence: "year.jpg: 2026  (2: 99.8%, 0: 97.0%, 2: 99.9%, 6: 98.5%)"."""
+    """One line: for one digit its top 3, `seven.png: 7  (7: 99.1%, 1: 0.6%, 2: 0.1%)`; for a
+    number its digits, each with its confidence, `year.jpg: 2026  (2: 99.8%, 0: 97.0%, 2: 99.9%, 6: 98.5%)`."""
     tops = [top_classes(digit, class_names) for digit in probabilities]
     if len(tops) == 1:
         pairs = tops[0]
