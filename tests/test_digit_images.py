@@ -9,7 +9,14 @@ import torch
 from conftest import draw_digit, mnist_like
 from PIL import Image, ImageDraw
 
-from mnist_cnn.digit_images import BOX, MAX_SIDE, DigitImageError, read_image
+from mnist_cnn.digit_images import (
+    BOX,
+    MAX_SIDE,
+    THINNEST_STROKE,
+    DigitImageError,
+    read_image,
+    stroke_width,
+)
 from mnist_cnn.synthetic_photos import photo_of_number
 
 
@@ -159,3 +166,11 @@ def test_a_large_photo_is_read_scaled_down_and_its_boxes_are_scaled_with_it(tmp_
     draw_digit(tmp_path / "large.png", 7, size=(4000, 3000))
     reading = read_image(tmp_path / "large.png")
     assert max(reading.page.shape) == MAX_SIDE and reading.scale == pytest.approx(MAX_SIDE / 4000)
+
+
+def test_a_digit_written_with_a_fine_pen_gets_strokes_as_wide_as_mnists(tmp_path):
+    image = Image.new("L", (1500, 1000), "white")
+    ImageDraw.Draw(image).line([(x * 8, y * 8) for x, y in ((30, 15), (95, 15), (50, 85))], fill="black", width=6)
+    image.save(tmp_path / "fine_pen.png")  # a 7 about 560 pixels tall, its strokes 6 wide
+    [digit] = read_image(tmp_path / "fine_pen.png").items
+    assert stroke_width(digit.numpy() > 127) >= THINNEST_STROKE  # unwidened: about 0.2 pixels

@@ -20,6 +20,9 @@ from mnist_cnn.photo_ink import evenly_lit, ink_mask, ink_of
 
 FIELD = 28
 BOX = 20
+# Stroke widths of MNIST's training digits in the 20x20 box (2 x area / outline, at half ink):
+MNIST_STROKE = 2.0  # the median, what a too thin stroke is widened to
+THINNEST_STROKE = 1.3  # the 5th percentile
 # In a photo, faint ink counts as a digit's within this many pixels of its strong strokes only
 PHOTO_INK_REACH = 2
 MAX_SIDE = 1024  # larger photos are scaled down first: a digit needs far fewer pixels than a phone takes
@@ -84,7 +87,9 @@ def read_digits(gray: np.ndarray) -> Reading:
     # within the box, one pixel around the mask keeps the anti-aliased edge of each stroke
     grown = [F.max_pool2d(torch.from_numpy(mask)[None, None].float(), 3, 1, 1)[0, 0].numpy() > 0
              for mask in masks]
-    digits = [mnist_framed((ink * near)[box.top:box.bottom, box.left:box.right]) for near, box in zip(grown, boxes)]
+    digits = [mnist_framed(with_mnist_strokes((ink * near)[box.top:box.bottom, box.left:box.right],
+                                              mask[box.top:box.bottom, box.left:box.right]))
+              for mask, near, box in zip(masks, grown, boxes)]
     return Reading(torch.stack(digits), boxes, gray)
 
 
@@ -108,6 +113,28 @@ def plain_background_ink(gray: np.ndarray) -> np.ndarray:
     if ink.max() < 0.1:
         raise DigitImageError("no item found: the image is (nearly) one flat colour")
     return ink / ink.max()
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """The mean width of the strokes in `mask`, in pixels: twice the area over the length of
+    the outline (a stroke w wide and L long has area wL and an outline of about 2L)."""
+    padded = np.pad(mask, 1)
+    outline = np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(padded[:, 1:] != padded[:, :-1])
+    return 2 * float(mask.sum()) / outline
+
+
+def with_mnist_strokes(digit: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The digit's ink, its strokes widened when, fitted into the 20x20 box, they would be
+    thinner than almost any MNIST digit's (a fine pen photographed large)."""
+    side = max(mask.shape)
+    width = stroke_width(mask) * BOX / side
+    if width >= THINNEST_STROKE:
+        return digit
+    radius = round((MNIST_STROKE - width) / 2 * side / BOX)
+    if radius < 1:
+        return digit
+    padded = torch.from_numpy(np.pad(digit, radius))[None, None]
+    return F.max_pool2d(padded, 2 * radius + 1, stride=1, padding=radius)[0, 0].numpy()
 
 
 def mnist_framed(digit: np.ndarray) -> torch.Tensor:
