@@ -94,9 +94,9 @@ def main() -> None:
     print("| model | clean test accuracy (10,000) | single-digit photos | digits in numbers | "
           + " | ".join(f"numbers of {length} right" for length in NUMBER_LENGTHS) + " |")
     print("| --- " * (4 + len(NUMBER_LENGTHS)) + "|")
+    all_number_photos = [photo for photos in numbers.values() for photo in photos]
     for name, path in (spec.split("=", 1) for spec in args.checkpoint):
         classifier = load_classifier(path)
-        all_number_photos = [photo for photos in numbers.values() for photo in photos]
         cells = [clean_accuracy(classifier, images, labels), scores(classifier, singles)[0],
                  scores(classifier, all_number_photos)[0], *(scores(classifier, numbers[length])[1]
                                                              for length in NUMBER_LENGTHS)]

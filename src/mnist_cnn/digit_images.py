@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_cnn.digit_segmentation import Box, bounding_box, digit_masks
-from mnist_cnn.photo_ink import evenly_lit, ink_mask, ink_of
+from mnist_cnn.digit_segmentation import Box, bounding_box, digits_in
+from mnist_cnn.photo_ink import border_of, evenly_lit, ink_mask, ink_of
 
 FIELD = 28
 BOX = 20
@@ -80,17 +80,17 @@ def grayscale(image: Image.Image) -> np.ndarray:
 def read_digits(gray: np.ndarray) -> Reading:
     """Each digit on the page, left to right, framed as in MNIST."""
     ink = ink_of(gray)
-    masks = digit_masks(ink_mask(ink, reach=None if evenly_lit(gray) else PHOTO_INK_REACH))
-    if not masks:
+    digits = digits_in(ink_mask(ink, reach=None if evenly_lit(gray) else PHOTO_INK_REACH))
+    if not digits:
         raise DigitImageError("no digit found: no ink stands out from the paper (a blank page?)")
-    boxes = [bounding_box(mask) for mask in masks]  # as MNIST's digits were boxed: by their ink
-    # within the box, one pixel around the mask keeps the anti-aliased edge of each stroke
-    grown = [F.max_pool2d(torch.from_numpy(mask)[None, None].float(), 3, 1, 1)[0, 0].numpy() > 0
-             for mask in masks]
-    digits = [mnist_framed(with_mnist_strokes((ink * near)[box.top:box.bottom, box.left:box.right],
-                                              mask[box.top:box.bottom, box.left:box.right]))
-              for mask, near, box in zip(masks, grown, boxes)]
-    return Reading(torch.stack(digits), boxes, gray)
+    framed = []
+    for digit in digits:  # boxed as MNIST's digits were: by their ink
+        rows, columns = slice(digit.box.top, digit.box.bottom), slice(digit.box.left, digit.box.right)
+        mask = digit.mask[rows, columns]
+        # one pixel around the mask keeps the anti-aliased edge of each stroke
+        near = F.max_pool2d(torch.from_numpy(mask)[None, None].float(), 3, 1, 1)[0, 0].numpy() > 0
+        framed.append(mnist_framed(with_mnist_strokes(ink[rows, columns] * near, mask)))
+    return Reading(torch.stack(framed), [digit.box for digit in digits], gray)
 
 
 def read_product(gray: np.ndarray) -> Reading:
@@ -107,8 +107,7 @@ def read_product(gray: np.ndarray) -> Reading:
 
 def plain_background_ink(gray: np.ndarray) -> np.ndarray:
     """Ink in [0, 1] against a plain background, the colour of the border (a product shot)."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
+    background = float(np.median(border_of(gray)))
     ink = (background - gray if background > 0.5 else gray - background).clip(0, None)
     if ink.max() < 0.1:
         raise DigitImageError("no item found: the image is (nearly) one flat colour")

@@ -1,4 +1,4 @@
-"""The digits on a page, left to right: ink mask -> one mask and box per digit.
+"""The digits on a page, left to right: ink mask -> a mask and a box per digit.
 
 Ink falls into connected pieces. Ruled lines are cut out of the pieces they cross, specks are
 dropped, and pieces stacked one above another (the bar of a 5, a stroke cut by a line) are
@@ -119,37 +119,45 @@ def without_ruled_line(piece: np.ndarray) -> np.ndarray:
     return piece & (np.abs(rows - course[None, :]) > thickness / 2 + 1)
 
 
-def digit_masks(mask: np.ndarray) -> list[np.ndarray]:
-    """One mask per digit in the ink `mask`, left to right; empty when there is none."""
+@dataclass(frozen=True)
+class Digit:
+    mask: np.ndarray  # the digit's ink, on the whole page
+    box: Box  # around it
+
+    def joined(self, other: "Digit") -> "Digit":
+        return Digit(self.mask | other.mask, self.box.joined(other.box))
+
+
+def digits_in(mask: np.ndarray) -> list[Digit]:
+    """Each digit in the ink `mask`, left to right; empty when there is none."""
     pieces = []
     for piece in connected_pieces(mask):
         cut = without_ruled_line(piece)
         pieces += [piece] if cut is piece else connected_pieces(cut)
     if not pieces:
         return []
-    groups = join_stacked(pieces)
-    tallest = max(bounding_box(group).height for group in groups)
-    digits = [group for group in groups
-              if bounding_box(group).height >= max(DIGIT_HEIGHT * tallest, MIN_DIGIT_PIXELS)]
-    return sorted(digits, key=lambda digit: bounding_box(digit).left)
+    groups = join_stacked([Digit(piece, bounding_box(piece)) for piece in pieces])
+    tallest = max(group.box.height for group in groups)
+    return [group for group in groups if group.box.height >= max(DIGIT_HEIGHT * tallest, MIN_DIGIT_PIXELS)]
 
 
-def join_stacked(pieces: list[np.ndarray]) -> list[np.ndarray]:
-    """Pieces close above or below one another are joined: those that share most of their
-    columns, and a piece too short to be a digit with any piece whose columns it shares (the
-    bar of a 5 reaches past its body)."""
-    groups = sorted(((bounding_box(piece), piece) for piece in pieces), key=lambda group: group[0].left)
-    too_short = DIGIT_HEIGHT * max(box.height for box, _ in groups)
+def join_stacked(pieces: list[Digit]) -> list[Digit]:
+    """Pieces close above or below one another are joined, left to right: those that share
+    most of their columns, and a piece too short to be a digit with any piece whose columns it
+    shares (the bar of a 5 reaches past its body)."""
+    groups = sorted(pieces, key=lambda piece: piece.box.left)
+    too_short = DIGIT_HEIGHT * max(piece.box.height for piece in groups)
     joined = True
     while joined:
         joined = False
-        for (first, (a, a_mask)), (second, (b, b_mask)) in itertools.combinations(enumerate(groups), 2):
-            overlap = min(a.right, b.right) - max(a.left, b.left)
-            gap = max(a.top, b.top) - min(a.bottom, b.bottom)
-            shares = overlap >= STACKED * min(a.width, b.width) or (overlap > 0 and min(a.height, b.height) < too_short)
-            if shares and gap <= max(a.height, b.height):
-                groups[first] = (a.joined(b), a_mask | b_mask)
+        for (first, a), (second, b) in itertools.combinations(enumerate(groups), 2):
+            overlap = min(a.box.right, b.box.right) - max(a.box.left, b.box.left)
+            gap = max(a.box.top, b.box.top) - min(a.box.bottom, b.box.bottom)
+            shares = (overlap >= STACKED * min(a.box.width, b.box.width)
+                      or (overlap > 0 and min(a.box.height, b.box.height) < too_short))
+            if shares and gap <= max(a.box.height, b.box.height):
+                groups[first] = a.joined(b)
                 del groups[second]
                 joined = True
                 break
-    return [mask for _, mask in groups]
+    return sorted(groups, key=lambda group: group.box.left)
