@@ -93,7 +93,8 @@ def main() -> None:
               f"| {row['best_val']:.2%} | {row['best_test']:.2%} |")
     saved = 1 - table[args.pruner]["steps"] / table["none"]["steps"]
     gap = 100 * (table["none"]["best_val"] - table[args.pruner]["best_val"])
-    print(f"\n{args.pruner} pruning: {saved:.0%} fewer optimizer steps; best val/acc_best {gap:+.2f} pp below the unpruned search's.")
+    print(f"\n{args.pruner} pruning: {saved:.0%} fewer optimizer steps; "
+          f"best val/acc_best {gap:+.2f} pp below the unpruned search's.")
     for pruner, row in table.items():
         print(f"best {pruner}: trial {row['best_trial']} {row['best_params']}")
     print(f"searches kept in {root}", file=sys.stderr)

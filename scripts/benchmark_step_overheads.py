@@ -97,7 +97,8 @@ def main() -> None:
     step = training_step_seconds(arguments.batch_size, arguments.steps)
     seeding = median_seconds(lambda: seed_generators(42, 1000, 0), 2000)
     agreement = stop_agreement_seconds(2000)
-    print(f"| per training step (batch {arguments.batch_size}, {torch.get_num_threads()} threads) | time | share of the step |")
+    step = f"per training step (batch {arguments.batch_size}, {torch.get_num_threads()} threads)"
+    print(f"| {step} | time | share of the step |")
     print("| --- | --- | --- |")
     print(f"| the step itself | {step * 1e3:.1f} ms | 100% |")
     print(f"| seeding the generators | {seeding * 1e6:.0f} µs | {seeding / step:.2%} |")

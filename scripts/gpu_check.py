@@ -98,7 +98,8 @@ def run_in(scratch: Path, name: str, overrides: list[str]) -> tuple[dict, float]
 def check_fast(scratch: Path, hardware: list[str], extra: list[str]) -> str:
     metrics, seconds = run_in(scratch, "fast", ["experiment=fast", *hardware, *extra])
     reached = "reached" if metrics["test/acc"] >= 0.99 else "did NOT reach"
-    return f"experiment=fast: {seconds:.1f} s from process start to exit, test accuracy {metrics['test/acc']:.2%} ({reached} 99%)"
+    return (f"experiment=fast: {seconds:.1f} s from process start to exit, "
+            f"test accuracy {metrics['test/acc']:.2%} ({reached} 99%)")
 
 
 def check_best_epoch(scratch: Path, hardware: list[str], extra: list[str]) -> str:

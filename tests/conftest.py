@@ -308,7 +308,7 @@ def read_tensorboard(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]],
     for accumulator in _event_accumulators(run_dir):
         for tag in accumulator.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
-        for tag, content in accumulator.PluginTagToContent("hparams").items():
+        for content in accumulator.PluginTagToContent("hparams").values():
             data = plugin_data_pb2.HParamsPluginData.FromString(content)
             if data.HasField("session_start_info"):
                 for name, value in data.session_start_info.hparams.items():

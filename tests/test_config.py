@@ -108,8 +108,11 @@ def test_python_defaults_are_the_yaml_values(cls, group):
 
 def test_entry_configs_write_no_setting_twice():
     train, evaluation = (OmegaConf.load(CONFIG_DIR / f"{name}.yaml") for name in ("train", "eval"))
+    def written(config, key):
+        return OmegaConf.to_yaml({key: config._get_node(key)})
+
     repeated = {key for key in set(train) & set(evaluation) - {"defaults", "hydra"}
-                if OmegaConf.to_yaml({key: train._get_node(key)}) == OmegaConf.to_yaml({key: evaluation._get_node(key)})}
+                if written(train, key) == written(evaluation, key)}
     assert not repeated  # settings both share live once, in conf/shared.yaml
 
     composed = compose("eval", overrides=["ckpt_path=a.ckpt"])

@@ -199,7 +199,8 @@ def test_a_killed_search_resumes_with_only_the_missing_trials_each_the_run_its_s
     finished = search(tiny_data, tmp_path, *overrides[2:])  # nothing left: reports the best and exits 0
 
     assert len(load_study(tmp_path).trials) == len(trials)
-    assert "0 of 3 trials to run" in finished.stdout + finished.stderr and "best trial" in finished.stdout + finished.stderr
+    console = finished.stdout + finished.stderr
+    assert "0 of 3 trials to run" in console and "best trial" in console
     # Each finished trial (its dropout drawn from the search space) is the run its settings make,
     # as if no search had been killed: the same best validation accuracy and test results.
     for trial in trials:

@@ -81,7 +81,8 @@ def outcome(log_dir: Path, rank: int = 0) -> dict:
     """What the run in `log_dir` computed, as rank `rank` saw it."""
     run_dir = only_run_dir(log_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"batches": trained_batches(log_dir / "batches", rank), "weights": trained_weights(log_dir / "batches", rank),
+    probes = log_dir / "batches"
+    return {"batches": trained_batches(probes, rank), "weights": trained_weights(probes, rank),
             "metrics": metrics, "scalars": read_tensorboard(run_dir)[0]}
 
 

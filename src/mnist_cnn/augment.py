@@ -54,7 +54,8 @@ class RandomAffine:
         ], dim=1)
         pixels = images.unsqueeze(1).float()
         grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
-        return F.grid_sample(pixels, grid, mode=self.interpolation, padding_mode="zeros", align_corners=False).squeeze(1)
+        moved = F.grid_sample(pixels, grid, mode=self.interpolation, padding_mode="zeros", align_corners=False)
+        return moved.squeeze(1)
 
 
 def batch_seed(seed: int, batch_number: int, rank: int) -> int:

@@ -33,8 +33,8 @@ def quiet_library_notices() -> None:
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     # The launcher configs keep the names hydra-submitit-launcher registers its settings under
     # (hydra/launcher=submitit_slurm), which Hydra 1.3 calls deprecated schema matching.
-    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema",
-                            category=UserWarning)
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore schema")
 
 
 def exit_with(message: str) -> NoReturn:

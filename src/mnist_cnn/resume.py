@@ -180,7 +180,8 @@ def read_training_state(ckpt_path: Path) -> dict:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - a truncated or corrupt file fails in torch in many ways
         raise ResumeError(f"{ckpt_path} cannot be read: it is truncated or corrupt. Resume from another "
-                          f"checkpoint of the run (ckpt_path=<run>/{CHECKPOINTS}/best.ckpt) or start a new run") from None
+                          f"checkpoint of the run (ckpt_path=<run>/{CHECKPOINTS}/best.ckpt) or start a new run"
+                          ) from None
     missing = [key for key in TRAINING_STATE if key not in checkpoint] if isinstance(checkpoint, dict) \
         else list(TRAINING_STATE)
     if missing:

@@ -167,8 +167,8 @@ def plot(jobs: list[Job], keys: list[str], sweep_dir: Path) -> Figure:
         validated = [job for job in done if SELECTED_BY in job.metrics]  # not a run stopped before validation
         axes.scatter([x(value_of(job)) for job in validated], [job.metrics[SELECTED_BY] for job in validated],
                      s=50, color="tab:blue", alpha=0.7, label=f"{SELECTED_BY} (selects)")
-        axes.scatter([x(value_of(job)) for job in done], [job.metrics[REPORTED] for job in done], s=50, facecolors="none",
-                     edgecolors="tab:orange", linewidths=1.5, label=f"{REPORTED} (reported)")
+        axes.scatter([x(value_of(job)) for job in done], [job.metrics[REPORTED] for job in done], s=50,
+                     facecolors="none", edgecolors="tab:orange", linewidths=1.5, label=f"{REPORTED} (reported)")
         if not_done:  # drawn along the bottom edge: they have no accuracy
             axes.scatter([x(value_of(job)) for job in not_done], [0.04] * len(not_done), marker="x",
                          s=60, color="tab:red", transform=axes.get_xaxis_transform(), label="not completed")

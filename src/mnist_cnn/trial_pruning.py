@@ -39,7 +39,8 @@ class PruneTrial(Callback):
         # (${hydra.sweep.dir}) can be resolved only as a plain copy.
         search = OmegaConf.to_container(HydraConfig.get().sweeper, resolve=True)
         storage = open_storage(search["storage"])
-        study = optuna.load_study(study_name=search["study_name"], storage=storage, pruner=instantiate(search["pruner"]))
+        study = optuna.load_study(study_name=search["study_name"], storage=storage,
+                                  pruner=instantiate(search["pruner"]))
         study_id = storage.get_study_id_from_name(search["study_name"])
         self.trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number))
 
