@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py                                  # the full benchmark, a few minutes
     python scripts/benchmark.py --variant bf16=trainer.precision=bf16-mixed --skip-runs
+    python scripts/benchmark.py --startup-only                   # only (f), a few seconds
 
 (a) A plain loop as a tutorial writes it (the net in the textbook order conv, ReLU, pool,
 default memory format; Adam, nothing else), (b) the same loop over the project's own net
@@ -12,7 +13,10 @@ rounds, so that load from other processes slows all alike; (c) against (b) is wh
 Lightning, logging and metrics cost. Each `--variant` is the project's path with more
 overrides. Then (d) `python train.py experiment=fast` runs as a user types it, timed from
 process start to exit, and (e) a one-epoch default run gives the default's peak memory
-(data and model are loaded once, so memory does not grow with epochs).
+(data and model are loaded once, so memory does not grow with epochs). (f) Before all that,
+the commands that train nothing (`python train.py --help`, `--cfg job`, a tab completion) run
+as a user types them, timed from start to exit against `python -c "import hydra"`, the least
+any Hydra app takes.
 Trailing arguments are Hydra overrides applied to every part, e.g. data.batch_size=256.
 """
 
@@ -51,6 +55,17 @@ PLAIN = "plain loop"
 BARE = "project's net, plain loop"
 PROJECT = "project"
 
+# The commands that train nothing: name -> (python's arguments, environment), as a user runs them.
+IMPORT_HYDRA = 'python -c "import hydra"'
+TAB_LINE = "python train.py data="  # on TAB, bash's completion function (`-sc install=bash`) asks the app
+STARTUP_COMMANDS = {
+    IMPORT_HYDRA: (["-c", "import hydra"], {}),
+    "python train.py --help": (["train.py", "--help"], {}),
+    "python train.py --cfg job": (["train.py", "--cfg", "job"], {}),
+    f"TAB after {TAB_LINE}": (["train.py", "-sc", "query=bash"],
+                              {"COMP_LINE": TAB_LINE, "COMP_POINT": str(len(TAB_LINE))}),
+}
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,6 +76,8 @@ def parse_args() -> argparse.Namespace:
                         help="also time the project's path with these overrides (repeatable)")
     parser.add_argument("--skip-runs", action="store_true",
                         help="skip the train.py runs (time to accuracy, peak memory)")
+    parser.add_argument("--startup-only", action="store_true",
+                        help="time only the commands that train nothing (--help, --cfg job, tab completion)")
     parser.add_argument("--json", type=Path, default=PROJECT_ROOT / "logs" / "benchmark.json")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every part")
     return parser.parse_args()
@@ -186,6 +203,24 @@ def timed_run(overrides: list[str], log_dir: Path) -> dict:
             "epochs": metrics["epochs"]}
 
 
+def startup_times(rounds: int) -> dict:
+    """Each of STARTUP_COMMANDS from process start to exit, alternating round after round; the
+    ratio to `import hydra` is the median of the per-round ratios."""
+    seconds: dict[str, list[float]] = {name: [] for name in STARTUP_COMMANDS}
+    for round_number in range(rounds + 1):  # round 0 warms the file cache and is not counted
+        for name, (arguments, env) in STARTUP_COMMANDS.items():
+            started = time.perf_counter()
+            subprocess.run([sys.executable, *arguments], cwd=PROJECT_ROOT, env={**os.environ, **env}, check=True,
+                           stdout=subprocess.DEVNULL)
+            if round_number:
+                seconds[name].append(time.perf_counter() - started)
+    return {name: {"seconds_by_round": [round(value, 3) for value in values],
+                   "median_s": round(statistics.median(values), 3),
+                   "vs_import_hydra": round(statistics.median(
+                       value / base for value, base in zip(values, seconds[IMPORT_HYDRA])), 2)}
+            for name, values in seconds.items()}
+
+
 def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
@@ -200,6 +235,11 @@ def print_table(result: dict) -> None:
     print(f"\nmachine: {result['machine']['cpu']}, {result['machine']['cpus']} CPUs, "
           f"{result['machine']['torch_threads']} torch threads, load {result['machine']['load_average_1min_start']:.1f}"
           f" -> {result['machine']['load_average_1min_end']:.1f}")
+    print(f"start to exit, median of {result['rounds']} rounds:")
+    for name, row in result["startup"].items():
+        print(f"  {name:<34} {row['median_s']:>6.2f} s {row['vs_import_hydra']:>6.2f}x import hydra")
+    if result["startup_only"]:
+        return
     print(f"training throughput, batch size {result['batch_size']}, median of {result['rounds']} rounds:")
     print(f"  {'path':<28} {'images/s':>9} {'vs plain loop':>14}")
     for name, row in result["throughput"].items():
@@ -215,6 +255,11 @@ def main() -> None:
     args = parse_args()
     register_resolvers()
     machine_at_start = machine()
+    startup = startup_times(args.rounds)
+    if args.startup_only:
+        write_and_print(args.json, {"machine": {**machine_at_start, "load_average_1min_end": os.getloadavg()[0]},
+                                    "rounds": args.rounds, "startup": startup, "startup_only": True})
+        return
     variants = {PROJECT: []}
     for variant in args.variant:
         name, _, overrides = variant.partition("=")
@@ -257,11 +302,16 @@ def main() -> None:
         # what the Trainer, logging and metrics cost: the project's path against a plain loop over its net
         "lightning_overhead": 1 - statistics.median(p / b for p, b in zip(timings[PROJECT], timings[BARE])),
         "runs": runs,
+        "startup": startup, "startup_only": False,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_and_print(args.json, result)
+
+
+def write_and_print(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
-    print(f"written to {args.json}")
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":

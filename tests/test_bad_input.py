@@ -88,6 +88,7 @@ CASES: list[tuple[str, Prepare, str]] = [
     ("python train.py optimizer=sgd optimizer.momentum=-1", nothing, "optimizer.momentum=-1"),
     ("python train.py +optimizer.momentum=0.9", nothing, "optimizer.momentum"),
     ("python train.py scheduler=onecycle scheduler.pct_start=2", nothing, "scheduler.pct_start=2"),
+    ("python train.py callbacks=early_stopping scheduler=onecycle", nothing, "scheduler=onecycle"),
     ("python train.py data.batch_size=0", nothing, "data.batch_size=0"),
     ("python train.py data.batch_size=abc", nothing, "data.batch_size=abc"),
     ("python train.py data.batch_size=100000", needs_the_data_files, "data.batch_size=100000"),

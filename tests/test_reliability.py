@@ -108,7 +108,8 @@ def objects_in(node, key: str = ""):
 
 
 @pytest.mark.parametrize("option", ["data=fashion_mnist", "optimizer=adamw", "optimizer=sgd", "scheduler=onecycle",
-                                    "trainer=ddp", "trainer=gpu", "debug=profiler", "hparams_search=optuna"])
+                                    "trainer=ddp", "trainer=gpu", "debug=profiler", "hparams_search=optuna",
+                                    "callbacks=early_stopping"])
 def test_every_setting_the_configs_set_has_a_rule(composed, option):
     for preset in sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")):
         for where, target, settings in objects_in(composed(f"experiment={preset}", option)):
@@ -136,6 +137,13 @@ def test_no_epoch_limit_is_refused_for_a_schedule_that_spans_the_run(composed, s
         check_config(composed("trainer.max_epochs=-1", f"scheduler={scheduler}"))
     check_config(composed("trainer.max_epochs=-1", f"scheduler={scheduler}", "+trainer.max_steps=100"))
     check_config(composed("trainer.max_epochs=-1", "scheduler=none"))
+
+
+def test_early_stopping_is_refused_with_a_one_cycle_schedule_and_named_with_the_fix(composed):
+    with pytest.raises(ConfigError, match=r"callbacks\.early_stopping .*scheduler=onecycle.*scheduler=cosine"):
+        check_config(composed("callbacks=early_stopping", "scheduler=onecycle"))
+    check_config(composed("callbacks=early_stopping"))  # cosine: cut short, documented
+    check_config(composed("callbacks=early_stopping", "scheduler=none"))
 
 
 def test_two_runs_started_in_the_same_second_get_different_folders(tmp_path):

@@ -18,7 +18,10 @@ import pytest
 import torch
 from conftest import (
     DDP,
+    NO_INTERRUPT,
+    PROBES,
     PROJECT_ROOT,
+    interrupt_at,
     make_tiny_data,
     only_run_dir,
     read_tensorboard,
@@ -33,12 +36,10 @@ from mnist_cnn.resume import ResumeError, resumed_config
 from mnist_cnn.run_checkpoint import RunCheckpoint
 from mnist_cnn.train import usable_cpus
 
-TESTS_DIR = Path(__file__).parent
 # 240 training images in batches of 16: 15 steps an epoch, 45 in all; a step checkpoint every 8.
 RUN = ("data.batch_size=16", "model.channels=[4,8]", "trainer.max_epochs=3", "trainer.log_every_n_steps=1",
        "callbacks.learning_rate_monitor.logging_interval=step")
 STEP_CHECKPOINTS = "+callbacks.model_checkpoint.every_n_train_steps=8"
-PROBES = {"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +67,6 @@ def run_ddp(*arguments: str) -> tuple[int | None, str]:
     """`python train.py <arguments>` with the probes, killed with all its ranks if it hangs."""
     command = [sys.executable, str(PROJECT_ROOT / "train.py"), *arguments]
     return run_until_exit(command, timeout_s=240, env={**os.environ, **PROBES})
-
-
-def interrupt_at(step: int, signal_name: str, rank: int | None = None) -> list[str]:
-    return ["+callbacks.interrupt._target_=run_probes.SignalAtStep", f"+callbacks.interrupt.at_step={step}",
-            f"+callbacks.interrupt.signal_name={signal_name}",
-            *([f"+callbacks.interrupt.rank={rank}"] if rank is not None else [])]
-
-
-NO_INTERRUPT = "++callbacks.interrupt.at_step=-1"
 
 
 def outcome(log_dir: Path, rank: int = 0) -> dict:
@@ -236,6 +228,39 @@ def test_run_killed_in_the_default_config_resumes_from_the_last_epoch_end_to_the
     assert_same_run(outcome(tmp_path), uninterrupted_epoch_checkpoints)
 
 
+# Early stopping after 2 validations in a row without a rise, in 6 epochs. With min_delta=1 no
+# rise counts after the first validation's (val/acc is at most 1): the run stops after epoch 2,
+# its third (stopped_epoch counts from 1, as epochs does).
+EARLY_STOPPING = ("callbacks=early_stopping", "callbacks.early_stopping.patience=2",
+                  "callbacks.early_stopping.min_delta=1", "trainer.max_epochs=6")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_early_stopping(identified_data, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("uninterrupted_early_stopping")
+    result = train(identified_data, log_dir, *EARLY_STOPPING, step_checkpoints=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = outcome(log_dir)
+    assert expected["metrics"]["stopped_early"] and expected["metrics"]["stopped_epoch"] == 3
+    return expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_early_stopping_resumed_stops_after_the_epoch_the_uninterrupted_run_stopped_after(
+        identified_data, tmp_path, uninterrupted_early_stopping, signal_name):
+    # Step 37 is in epoch 2, after epoch 1's validation, the first without a rise; the last.ckpt
+    # that SIGKILL leaves, saved at epoch 1's end, has counted it.
+    stopped = train(identified_data, tmp_path, *EARLY_STOPPING, *interrupt_at(37, signal_name),
+                    step_checkpoints=False)
+    assert stopped.returncode != 0
+
+    resumed = train(identified_data, tmp_path, "resume=latest", NO_INTERRUPT, *EARLY_STOPPING, step_checkpoints=False)
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(outcome(tmp_path), uninterrupted_early_stopping)
+
+
 def hparams_records(run_dir: Path) -> int:
     """How many times the run's event files record its hyperparameters."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -381,7 +406,8 @@ def stopped_run_dir(tmp_path) -> Path:
     """A run folder with the config snapshot Hydra writes, as resumed_config reads it."""
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save({"seed": 42, "trainer": {"max_epochs": 3, "enable_progress_bar": True},
-                    "data": {"batch_size": 16}, "model": {"dropout": 0.0}, "callbacks": {}},
+                    "data": {"batch_size": 16}, "model": {"dropout": 0.0},
+                    "callbacks": {"early_stopping": {"patience": 3}}},
                    tmp_path / ".hydra" / "config.yaml")
     OmegaConf.save({"hydra": {"runtime": {"choices": {"data": "tiny", "model": "cnn"}}}},
                    tmp_path / ".hydra" / "hydra.yaml")
@@ -405,6 +431,7 @@ def test_resume_applies_overrides_as_hydra_parses_them(stopped_run_dir):
     ("trainer.no_such_key=1", "trainer.no_such_key=1: cannot apply it to the resumed run"),
     ("seed=1", "seed=1 (the run was started with 42): a resumed run keeps"),
     ("model.dropout=0.5", "model.dropout=0.5 (the run was started with 0.0)"),
+    ("callbacks.early_stopping.patience=5", "callbacks.early_stopping.patience=5 (the run was started with 3)"),
 ])
 def test_resume_refuses_what_it_cannot_apply_with_one_clear_line(stopped_run_dir, override, message):
     with pytest.raises(ResumeError, match=re.escape(message)) as error:

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.config import register_resolvers
-from mnist_cnn.train import hyperparameters
+from mnist_cnn.experiment_trackers import hyperparameters
 
 
 def test_run_folder_holds_snapshot_metrics_checkpoints_and_events(finished_run):
@@ -70,6 +70,22 @@ def test_a_run_stopped_before_any_validation_tests_its_final_weights(tiny_data, 
     metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == 3
     assert metrics["test_images"] == 150 and "val/acc_best" not in metrics
+
+
+def test_a_run_whose_validation_accuracy_cannot_rise_stops_after_patience_epochs_and_says_so(tiny_data, tmp_path):
+    # At this learning rate no weight moves: every validation pass measures the same accuracy.
+    result = run_train(tiny_data, tmp_path, "callbacks=early_stopping", "callbacks.early_stopping.patience=2",
+                       "optimizer.lr=1e-12", "trainer.max_epochs=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    # The first epoch sets the best accuracy, the next two fail to beat it.
+    assert metrics["stopped_early"] is True and metrics["stopped_epoch"] == metrics["epochs"] == 3
+    assert metrics["status"] == "completed" and "3 epochs (stopped early)" in result.stdout
+
+
+def test_a_run_without_early_stopping_records_that_it_ran_its_course(finished_run):
+    metrics = json.loads((finished_run[0] / "metrics.json").read_text())
+    assert metrics["stopped_early"] is False and metrics["stopped_epoch"] is None
 
 
 def test_the_step_loss_reaches_tensorboard_at_every_log_every_n_steps(finished_run):

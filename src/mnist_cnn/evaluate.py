@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_cnn.classifier import CheckpointError, Classifier, load_classifier
-from mnist_cnn.config import register_resolvers, run_app
 from mnist_cnn.console import quiet_library_notices
 from mnist_cnn.error_analysis.callback import ErrorAnalysis
+from mnist_cnn.experiment_trackers import build_loggers
 
 
 def test_results(trainer: L.Trainer, classifier: Classifier) -> dict[str, Any]:
@@ -41,8 +41,8 @@ def evaluate(cfg: DictConfig, classifier: Classifier) -> dict[str, Any]:
     """Test `classifier` on the test set, write metrics.json and figures; returns the metrics."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     datamodule = instantiate(cfg.data)
-    trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
-                          callbacks=[instantiate(callback) for callback in cfg.callbacks.values()])
+    trainer = instantiate(cfg.trainer, logger=build_loggers(cfg.get("logger")) or False,
+                          callbacks=[instantiate(callback) for callback in (cfg.get("callbacks") or {}).values()])
     started = time.perf_counter()
     trainer.test(classifier, datamodule=datamodule)
     metrics = {
@@ -58,9 +58,6 @@ def evaluate(cfg: DictConfig, classifier: Classifier) -> dict[str, Any]:
     return metrics
 
 
-register_resolvers()
-
-
 def run(cfg: DictConfig) -> None:
     quiet_library_notices()
     if OmegaConf.is_missing(cfg, "ckpt_path"):
@@ -74,8 +71,3 @@ def run(cfg: DictConfig) -> None:
         sys.exit(f"error: the checkpoint's model tells apart {classifier.class_names}, but the data config holds "
                  f"{data_classes} ({cfg.data.dataset}): name the data it was trained on, e.g. data=fashion_mnist")
     evaluate(cfg, classifier)
-
-
-def main(config_dir: Path) -> None:
-    """The app on the configs in `config_dir` (the conf/ beside the script the user ran)."""
-    run_app(run, config_dir, "eval")

@@ -5,11 +5,14 @@ import itertools
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -30,6 +33,7 @@ KEPT_ON_RESUME = {
     "the checkpoint restores the learning-rate schedule": ("scheduler",),
     "best.ckpt and val/acc_best record the best score it measures": (
         "callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.mode"),
+    "the checkpoint restores early stopping's count and patience": ("callbacks.early_stopping",),
 }
 
 
@@ -176,6 +180,8 @@ TRAINING_STATE = ("state_dict", "global_step", "loops", "optimizer_states")
 
 def read_training_state(ckpt_path: Path) -> dict:
     """The checkpoint a run continues from; a ResumeError in one line when it cannot continue one."""
+    import torch  # here: the resolvers compose every config (--help, tab completion) through this module
+
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - a truncated or corrupt file fails in torch in many ways
@@ -190,7 +196,7 @@ def read_training_state(ckpt_path: Path) -> dict:
     return checkpoint
 
 
-def check_weights_fit(checkpoint: dict, net: torch.nn.Module) -> None:
+def check_weights_fit(checkpoint: dict, net: "nn.Module") -> None:
     """The net the config describes takes the checkpoint's weights: the same names and shapes."""
     saved = {key.removeprefix("net."): tuple(value.shape) for key, value in checkpoint["state_dict"].items()
              if key.startswith("net.")}
