@@ -2,13 +2,17 @@
 training, shared by every test here through the session's `real_mnist_run`."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import draw_digit, run_script
+import torch
+from conftest import draw_digit, only_run_dir, run_script
 
 from mnist_cnn.classifier import load_classifier
-from mnist_cnn.data import TEST_IMAGES, read_idx
+from mnist_cnn.data import TEST_IMAGES, TEST_LABELS, read_idx
+from mnist_cnn.export import from_checkpoint, write
 from mnist_cnn.predict import probabilities_of
 from mnist_cnn.synthetic_photos import photo_of_number
 
@@ -69,3 +73,20 @@ def test_the_photo_benchmark_reports_the_clean_accuracy_that_training_measured(r
     tested = json.loads((real_mnist_run / "metrics.json").read_text())["test/acc"]
     assert clean == pytest.approx(tested, abs=1e-4)  # the same 10,000 test images, the same model
     assert len(photos) == 5 and all(0.5 < accuracy <= 1 for accuracy in photos)
+
+
+def test_the_exported_onnx_file_scores_eval_pys_test_accuracy(real_mnist_run, real_mnist_dir, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    checkpoint = Path(shutil.copy(real_mnist_run / "checkpoints" / "best.ckpt", tmp_path / "best.ckpt"))
+    write(from_checkpoint(checkpoint), "onnx", tmp_path / "best.onnx")
+    evaluated = run_script("eval.py", f"ckpt_path={checkpoint}", f"log_dir={tmp_path / 'logs'}",
+                           "trainer.enable_progress_bar=false", timeout_s=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    tested = json.loads((only_run_dir(tmp_path / "logs", "evals") / "metrics.json").read_text())["test/acc"]
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "best.onnx"), providers=["CPUExecutionProvider"])
+    images, labels = read_idx(real_mnist_dir / TEST_IMAGES), read_idx(real_mnist_dir / TEST_LABELS)
+    predicted = torch.from_numpy(session.run(None, {"pixels": images.numpy()})[0]).argmax(dim=1)
+
+    assert len(predicted) == 10_000
+    assert (predicted == labels.long()).double().mean().item() == pytest.approx(tested, abs=1e-6)

@@ -2,7 +2,8 @@
 
 The image is prepared as the checkpoint's dataset prepared its own (each digit found on the
 page and centred, for MNIST; the one item trimmed, for Fashion-MNIST), classes are named by the
-checkpoint's class names, and a figure shows what was found and what the model saw."""
+checkpoint's class names, and a figure shows what was found and what the model saw. A file
+export.py wrote serves as well as the checkpoint: it carries the class names and the preparation."""
 
 import json
 import sys
@@ -13,10 +14,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from mnist_cnn.classifier import CheckpointError, Classifier, load_classifier
-from mnist_cnn.config import register_resolvers, run_app
+from mnist_cnn.classifier import CheckpointError, Classifier
 from mnist_cnn.data import normalize
 from mnist_cnn.digit_images import DigitImageError, Reading, read_image
+from mnist_cnn.export import ExportError, PixelModel, load_model
 from mnist_cnn.reading_figure import reading_figure
 
 TOP = 3
@@ -73,13 +74,13 @@ def json_records(file: Path, reading: Reading, probabilities: torch.Tensor, clas
     return records
 
 
-def predict(classifier: Classifier, files: list[Path], as_json: bool, figures_dir: Path | None) -> int:
+def predict(model: PixelModel, files: list[Path], as_json: bool, figures_dir: Path | None) -> int:
     """Print each file's digits, predictions on stdout and failures on stderr (JSON lines:
     both on stdout, failures with an "error" key); returns the number of failed files."""
     failures = 0
     for file in files:
         try:
-            reading = read_image(file, classifier.hparams.preprocessing)
+            reading = read_image(file, model.preprocessing)
         except DigitImageError as error:
             failures += 1
             if as_json:
@@ -87,8 +88,8 @@ def predict(classifier: Classifier, files: list[Path], as_json: bool, figures_di
             else:
                 print(f"error: {file}: {error}", file=sys.stderr)
             continue
-        probabilities = probabilities_of(classifier, reading.items)
-        names = classifier.class_names
+        probabilities = model.probabilities(reading.items)
+        names = model.class_names
         print("\n".join(json_records(file, reading, probabilities, names)) if as_json
               else text_report(file, probabilities, names))
         if figures_dir is not None:
@@ -100,26 +101,18 @@ def predict(classifier: Classifier, files: list[Path], as_json: bool, figures_di
     return failures
 
 
-register_resolvers()
-
-
 def run(cfg: DictConfig) -> None:
     missing = [key for key in ("ckpt_path", "inputs") if OmegaConf.is_missing(cfg, key)]
     if missing:
         sys.exit(f"error: {' and '.join(missing)} missing: "
                  "python predict.py ckpt_path=<file> inputs=<image, [image,...] or folder>")
     try:
-        classifier = load_classifier(cfg.ckpt_path)
-    except CheckpointError as error:
+        model = load_model(cfg.ckpt_path)
+    except (CheckpointError, ExportError) as error:
         sys.exit(f"error: {error}")
     files = image_files(OmegaConf.to_object(cfg.inputs) if OmegaConf.is_list(cfg.inputs) else str(cfg.inputs))
     if not files:
         sys.exit(f"error: no image files in inputs={cfg.inputs}")
     figures_dir = None if cfg.figures_dir is None else Path(cfg.figures_dir)
-    if predict(classifier, files, cfg.json, figures_dir):
+    if predict(model, files, cfg.json, figures_dir):
         sys.exit(1)
-
-
-def main(config_dir: Path) -> None:
-    """The app on the configs in `config_dir` (the conf/ beside the script the user ran)."""
-    run_app(run, config_dir, "predict")
