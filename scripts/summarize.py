@@ -1,7 +1,8 @@
 """Summarise a sweep by hand: `python scripts/summarize.py logs/multiruns/<stamp>`.
 
-Writes summary.csv, summary.md and summary.png into the sweep folder, as the end of
-every multirun does, and prints the table; useful after adding or re-running jobs.
+Writes summary.csv, summary.md and summary.png (and, for a sweep over seed, summary_seeds.csv)
+into the sweep folder, as the end of every multirun does, and prints the table; useful after
+adding or re-running jobs.
 """
 
 import argparse

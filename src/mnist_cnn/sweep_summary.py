@@ -6,6 +6,7 @@ Built from the job folders on disk (`<sweep>/<job>/.hydra/overrides.yaml` and th
 process of it still runs (another worker of a shared Optuna study: `job_lock`); it is
 listed, never dropped. So is a job refused because its folder held another job's run: Hydra's
 snapshot of it, beside that run's, is all it leaves. Rows are sorted by val/acc_best: select by validation, report test.
+A sweep over `seed` adds the statistics over seeds: summary_seeds.csv, and a table in summary.md.
 """
 
 import csv
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from statistics import fmean, stdev
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -40,6 +42,10 @@ SWEEP_ID_VARIABLE = "MNIST_CNN_SWEEP_ID"
 SWEEP_ID_FILE = "sweep_id"
 # What each job leaves at its start, in its folder: Hydra's snapshot of its overrides.
 JOB_SNAPSHOTS = "*/.hydra/overrides.yaml"
+# Swept, it repeats each setting of the other swept keys: the summary adds each setting's mean and spread.
+SEED = "seed"
+SEED_METRICS = ("val/acc_best", "test/acc", "test/loss")
+SEEDS_CSV = "summary_seeds.csv"
 
 
 @dataclass
@@ -113,12 +119,72 @@ def rows(jobs: list[Job], keys: list[str]) -> list[dict[str, Any]]:
     return table
 
 
-def markdown(jobs: list[Job], keys: list[str], sweep_dir: Path) -> str:
-    def cell(metric: str, value: Any) -> str:
-        if value == "":
-            return "-"
-        return f"{value:.2%}" if "acc" in metric else f"{value:.4f}" if metric == "test/loss" else str(value)
+def metric_text(metric: str, value: Any) -> str:
+    if value == "":
+        return "-"
+    return f"{value:.2%}" if "acc" in metric else f"{value:.4f}" if metric == "test/loss" else str(value)
 
+
+@dataclass
+class SeedGroup:
+    """The jobs of one setting of the swept keys other than seed; only completed ones are counted."""
+    setting: dict[str, str]  # swept key -> short value, seed left out
+    jobs: list[Job]
+
+    @property
+    def counted(self) -> list[Job]:
+        return [job for job in self.jobs if job.status == "completed"]
+
+    def values(self, metric: str) -> list[float]:
+        # A completed job may lack val/acc_best (no validation ran): it counts for the others.
+        return [job.metrics[metric] for job in self.counted if metric in job.metrics]
+
+    def not_counted(self) -> str:
+        return ", ".join(f"{job.name} ({job.status})" for job in self.jobs if job.status != "completed")
+
+    def row(self) -> dict[str, Any]:
+        """For summary_seeds.csv: the setting, n, each metric's mean and sample standard deviation."""
+        row: dict[str, Any] = {**self.setting, "n": len(self.counted)}
+        for metric in SEED_METRICS:
+            values = self.values(metric)
+            row[f"{metric}_mean"] = fmean(values) if values else ""
+            row[f"{metric}_std"] = stdev(values) if len(values) > 1 else ""
+        return {**row, "not_counted": self.not_counted()}
+
+    def cell(self, metric: str) -> str:
+        """`99.61% ± 0.03%`; one value alone has no spread, and a count unlike n is given."""
+        values = self.values(metric)
+        text = metric_text(metric, fmean(values) if values else "")
+        if len(values) > 1:
+            text += " ± " + metric_text(metric, stdev(values))
+        return text + (f" (n={len(values)})" if values and len(values) != len(self.counted) else "")
+
+
+def seed_groups(jobs: list[Job], keys: list[str]) -> list[SeedGroup]:
+    """The jobs by their setting of the swept keys other than seed, best mean val/acc_best
+    first; none when seed is not swept."""
+    if SEED not in keys:
+        return []
+    others = [key for key in keys if key != SEED]
+    groups: dict[tuple[str, ...], SeedGroup] = {}
+    for job in jobs:
+        setting = {key: short_value(job.values[key]) if key in job.values else "" for key in others}
+        groups.setdefault(tuple(setting.values()), SeedGroup(setting, [])).jobs.append(job)
+    return sorted(groups.values(), key=lambda group: -fmean(group.values(SELECTED_BY) or [-1.0]))
+
+
+def seeds_table(groups: list[SeedGroup]) -> list[str]:
+    others = list(groups[0].setting)
+    header = [*others, "n", *SEED_METRICS, "not counted"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for group in groups:
+        lines.append("| " + " | ".join([*(value or "-" for value in group.setting.values()), str(len(group.counted)),
+                                         *(group.cell(metric) for metric in SEED_METRICS),
+                                         group.not_counted() or "-"]) + " |")
+    return lines
+
+
+def markdown(jobs: list[Job], keys: list[str], sweep_dir: Path) -> str:
     common = [f"{key}={short_value(value)}" for key, value in jobs[0].values.items() if key not in keys]
     failed = [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]
     header = ["job", *keys, *METRICS, "status"]
@@ -128,10 +194,15 @@ def markdown(jobs: list[Job], keys: list[str], sweep_dir: Path) -> str:
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows(jobs, keys):
         lines.append("| " + " | ".join([row["job"], *(row[key] or "-" for key in keys),
-                                         *(cell(metric, row[metric]) for metric in METRICS),
+                                         *(metric_text(metric, row[metric]) for metric in METRICS),
                                          row["status"]]) + " |")
     if failed:
         lines += ["", f"Not completed: jobs {', '.join(failed)}; each folder's train.log says why."]
+    if groups := seed_groups(jobs, keys):
+        lines += ["", "## Over seeds", "",
+                  "Mean ± sample standard deviation over the n completed jobs of each setting; jobs not "
+                  f"completed are listed, not counted. Sorted by mean {SELECTED_BY}. Also in {SEEDS_CSV}.", "",
+                  *seeds_table(groups)]
     return "\n".join(lines) + "\n"
 
 
@@ -181,15 +252,21 @@ def plot(jobs: list[Job], keys: list[str], sweep_dir: Path) -> Figure:
     return figure
 
 
-def write_summary(sweep_dir: Path) -> list[Job]:
-    """Write summary.csv, summary.md and summary.png into `sweep_dir`; returns its jobs, best first."""
-    jobs = read_jobs(sweep_dir)
-    keys = swept_keys(jobs)
-    table = rows(jobs, keys)
-    with (sweep_dir / "summary.csv").open("w", newline="") as file:
+def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
+
+
+def write_summary(sweep_dir: Path) -> list[Job]:
+    """Write summary.csv, summary.md and summary.png into `sweep_dir`, and summary_seeds.csv when
+    seed is swept; returns its jobs, best first."""
+    jobs = read_jobs(sweep_dir)
+    keys = swept_keys(jobs)
+    write_csv(sweep_dir / "summary.csv", rows(jobs, keys))
+    if groups := seed_groups(jobs, keys):
+        write_csv(sweep_dir / SEEDS_CSV, [group.row() for group in groups])
     (sweep_dir / "summary.md").write_text(markdown(jobs, keys, sweep_dir))
     plot(jobs, keys, sweep_dir).savefig(sweep_dir / "summary.png")
     return jobs
@@ -220,6 +297,8 @@ class SweepSummary(Callback):
             return
         jobs = write_summary(sweep_dir)
         log.info("sweep summary: %s", sweep_dir / "summary.md")
+        if groups := seed_groups(jobs, swept_keys(jobs)):
+            log.info("over seeds (also in %s):\n%s", sweep_dir / SEEDS_CSV, "\n".join(seeds_table(groups)))
         if not_completed := [f"{job.name} ({job.status})" for job in jobs if job.status != "completed"]:
             log.warning("jobs not completed: %s (see their train.log)", ", ".join(not_completed))
         ran = [job for job in jobs if job.sweep_id == self.sweep_id]
