@@ -227,6 +227,20 @@ def train_arguments(tiny: TinyData, log_dir: Path, *overrides: str, multirun: bo
 DDP = ("trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu")
 
 
+# The probe callbacks of tests/run_probes.py, importable by the runs a test starts.
+PROBES = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def interrupt_at(step: int, signal_name: str, rank: int | None = None) -> list[str]:
+    """The overrides that make a run (started with PROBES) send itself `signal_name` after `step` steps."""
+    return ["+callbacks.interrupt._target_=run_probes.SignalAtStep", f"+callbacks.interrupt.at_step={step}",
+            f"+callbacks.interrupt.signal_name={signal_name}",
+            *([f"+callbacks.interrupt.rank={rank}"] if rank is not None else [])]
+
+
+NO_INTERRUPT = "++callbacks.interrupt.at_step=-1"  # the resumed run goes on
+
+
 def cpu_trainer(devices: int) -> L.Trainer:
     """A trainer of `devices` ranks on the CPU, for code that reads its settings; it never fits."""
     return L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False,

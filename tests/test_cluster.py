@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    PROBES,
     PROJECT_ROOT,
     make_tiny_data,
     only_run_dir,
@@ -20,7 +21,7 @@ from conftest import (
     run_script,
 )
 from run_probes import trained_batches, trained_weights
-from test_resume import PROBES, RUN, STEP_CHECKPOINTS, assert_same_run, recorded
+from test_resume import RUN, STEP_CHECKPOINTS, assert_same_run, recorded
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DDP, only_run_dir, only_sweep_dir, read_tensorboard, run_train
+from conftest import DDP, PROBES, only_run_dir, only_sweep_dir, read_tensorboard, run_train
 from run_probes import rank_environment
-from test_resume import PROBES
 
 from mnist_cnn.job_lock import LOCK_FILE
 from mnist_cnn.sweep_summary import SWEEP_ID_FILE

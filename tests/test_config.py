@@ -16,6 +16,7 @@ from omegaconf import OmegaConf, open_dict
 
 from mnist_cnn.config import register_resolvers
 from mnist_cnn.data import MNISTDataModule
+from mnist_cnn.experiment_trackers import tracker_configs
 from mnist_cnn.model import CNN
 from mnist_cnn.overrides import keys_swept_by, overrides_label
 from mnist_cnn.schema import RUN_LENGTH_ARGUMENT
@@ -70,7 +71,8 @@ def test_every_group_option_builds_its_objects(group, option, tmp_path):
     assert type(classifier.net).__name__ == class_path(cfg.model._target_)
     assert type(optimizer).__name__ == class_path(cfg.optimizer._target_)
     assert type(scheduler).__name__ == class_path(cfg.scheduler._target_) if cfg.scheduler else scheduler is None
-    assert type(trainer.logger).__name__ == class_path(cfg.logger._target_)
+    assert [type(logger).__name__ for logger in trainer.loggers] == \
+        [class_path(tracker._target_) for tracker in tracker_configs(cfg.logger)]
     assert {class_path(callback._target_) for callback in cfg.callbacks.values()} <= \
         {type(callback).__name__ for callback in trainer.callbacks}
     if "strategy" in cfg.trainer:

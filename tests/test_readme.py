@@ -27,7 +27,7 @@ SHORT_TEST = ["++trainer.limit_test_batches=2"]
 NEEDS_CLUSTER = "hydra/launcher=submitit_slurm"
 # Commands the suite is, or that built the environment it runs in.
 NOT_RUN = {"pip": "installs the environment these tests run in", "pytest": "is this test suite"}
-SERVERS = ("tensorboard", "optuna-dashboard")
+SERVERS = ("tensorboard", "optuna-dashboard", "mlflow")
 
 
 def commands_in(document: Path) -> list[str]:
@@ -53,7 +53,7 @@ def test_the_readme_runs_every_entry_point_with_its_defaults():
     """Each entry point, and each way of sweeping, has a README command that this file runs as typed."""
     runs = [command for command in README_COMMANDS if command.startswith("python ")]
     assert any(command == "python train.py" for command in runs)
-    for script in ("eval.py", "predict.py"):
+    for script in ("eval.py", "predict.py", "export.py"):
         assert any(command.startswith(f"python {script} ") for command in runs), script
     for sweep in ("-m optimizer.lr=", "hydra/launcher=joblib", "hparams_search=optuna"):
         assert any(sweep in command and "python train.py" in command for command in runs), sweep
@@ -120,7 +120,8 @@ def serve_and_fetch(words: list[str], checkout: Path) -> str:
     """Start the server a README command starts, on a free loopback port; the page it serves."""
     port = free_port()
     executable = Path(sys.executable).with_name(words[0])
-    page = {"tensorboard": "/data/runs", "optuna-dashboard": "/api/studies"}[words[0]]
+    page = {"tensorboard": "/data/runs", "optuna-dashboard": "/api/studies",
+            "mlflow": "/api/2.0/mlflow/experiments/search?max_results=100"}[words[0]]
     server = subprocess.Popen([str(executable), *words[1:], "--host", "127.0.0.1", "--port", str(port)],
                               cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -181,7 +182,8 @@ def run_as_documented(command: str, checkout: Path, request: pytest.FixtureReque
         pytest.skip(f"{command}: {NOT_RUN[words[0]]}")
     if words[0] in SERVERS:
         page = serve_and_fetch(words, checkout)
-        assert "mnist-cnn" in page if words[0] == "optuna-dashboard" else json.loads(page), page[:500]
+        # The study, or the runs' MLflow experiment, by name; TensorBoard's list of runs.
+        assert "mnist-cnn" in page if words[0] != "tensorboard" else json.loads(page), page[:500]
         return
     words = shortened(shlex.split(filled_in(command, checkout)))
     before = {kind: folders(checkout / "logs" / kind) for kind in ("runs", "multiruns", "evals")}

@@ -117,9 +117,43 @@ def job_label() -> str:
     return overrides_label(hydra_config.overrides.task, keys_swept_by(command_line, hydra_config.sweeper.get("params")))
 
 
+def run_name() -> str:
+    """A tracker's name for this run: a sweep job's label, else the run folder's name."""
+    return job_label() or Path(HydraConfig.get().runtime.output_dir).name
+
+
+def sweep_name_or(default: str | None) -> str | None:
+    """The group a tracker files this run under: a sweep's jobs under the sweep's folder
+    (multiruns/<date>_<time>, optuna/<study>), a single run under `default`."""
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode != RunMode.MULTIRUN:
+        return default
+    sweep_dir = Path(hydra_config.sweep.dir)
+    return f"{sweep_dir.parent.name}/{sweep_dir.name}"
+
+
+def wandb_offline() -> bool:
+    """W&B keeps a run's files under its run folder (to `wandb sync` later) until the user logs
+    in with `wandb login`, which stores the key in ~/.netrc, or sets WANDB_API_KEY."""
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+
+
+def local_artifacts(tracking_uri: str, folder: str) -> str | None:
+    """Where a new MLflow experiment keeps its files: `folder` beside a local database; a
+    tracking server keeps them in its own place (null)."""
+    return folder if tracking_uri.startswith(("sqlite:", "file:")) else None
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("project_root", project_root, replace=True)
     OmegaConf.register_new_resolver("job_label", job_label, replace=True)
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("sweep_name_or", sweep_name_or, replace=True)
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+    OmegaConf.register_new_resolver("local_artifacts", local_artifacts, replace=True)
     # Cached: Hydra resolves its run folder more than once, and the folder is made only once.
     OmegaConf.register_new_resolver("run_dir", _run_dir_or_exit, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("new_run_dir", _new_run_dir_or_exit, replace=True, use_cache=True)

@@ -173,12 +173,21 @@ CLASS_RULES: dict[str, dict[str, Rule]] = {
         "version": either(NULL, integer(0), Rule(lambda value: isinstance(value, str), "a text")),
         "default_hp_metric": BOOLEAN,
     },
+    "mnist_cnn.experiment_trackers.CSVLogger": {
+        "save_dir": TEXT, "flush_logs_every_n_steps": integer(1, example=100), "purge_step": either(NULL, integer(0)),
+    },
+    "lightning.pytorch.loggers.MLFlowLogger": {"tracking_uri": TEXT, "experiment_name": TEXT},
+    "lightning.pytorch.loggers.WandbLogger": {"project": TEXT, "offline": BOOLEAN},
     "mnist_cnn.run_checkpoint.RunCheckpoint": {
         "dirpath": TEXT, "filename": TEXT, "monitor": TEXT, "mode": one_of("max", "min"), "save_last": BOOLEAN,
         "save_top_k": integer(-1), "enable_version_counter": BOOLEAN,
         "every_n_train_steps": either(NULL, integer(0)), "every_n_epochs": either(NULL, integer(0)),
     },
     "lightning.pytorch.callbacks.LearningRateMonitor": {"logging_interval": one_of("step", "epoch", None)},
+    "lightning.pytorch.callbacks.EarlyStopping": {
+        "monitor": TEXT, "mode": one_of("max", "min"), "patience": integer(1, example=3),
+        "min_delta": number(minimum=0, example=0.001),
+    },
     "mnist_cnn.stopping.CheckpointOnInterrupt": {},
     "mnist_cnn.stopping.StopOnDivergence": {"check_every_n_steps": integer(1, example=20),
                                             "max_loss": either(NULL, number(above=0))},
@@ -189,16 +198,19 @@ CLASS_RULES: dict[str, dict[str, Rule]] = {
     "mnist_cnn.trial_pruning.PruneTrial": {"trial_number": either(NULL, integer(0)), "monitor": TEXT},
 }
 
-# The settings of the entry configs themselves (train.yaml, eval.yaml, predict.yaml).
+# The settings of the entry configs themselves (train.yaml, eval.yaml, predict.yaml, export.yaml).
 PATH_OR_NULL = either(NULL, TEXT)
 ENTRY_RULES: dict[str, Rule] = {
     "seed": SEED, "log_dir": TEXT, "ckpt_path": PATH_OR_NULL, "resume": one_of(None, "latest"),
     "threads": either(NULL, integer(1)), "reuse_freed_memory": BOOLEAN, "optuna_trial": either(NULL, integer(0)),
     "inputs": either(TEXT, list_of(TEXT, 1)), "json": BOOLEAN, "figures_dir": PATH_OR_NULL,
+    "format": one_of("onnx", "torchscript"),
 }
 # Groups whose node builds one object (or, for callbacks, a mapping of objects); null or empty
 # where the option builds nothing (scheduler=none, ~logger).
 OBJECT_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger")
+# Groups whose node may be a mapping of objects: the callbacks, and the trackers of logger=many.
+MAPPING_GROUPS = ("callbacks", "logger")
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 _UNKNOWN = object()
 
@@ -272,10 +284,12 @@ def check_settings(cfg: DictConfig, require_all: bool = True) -> None:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "_target_" in node:
             check_object(node, group)
-    callbacks: Mapping | None = cfg.get("callbacks")
-    for name in callbacks or {}:
-        if isinstance(callbacks[name], DictConfig) and "_target_" in callbacks[name]:
-            check_object(callbacks[name], f"callbacks.{name}")
+    for group in MAPPING_GROUPS:
+        mapping: Mapping | None = cfg.get(group)
+        if isinstance(mapping, DictConfig) and "_target_" not in mapping:
+            for name in mapping:
+                if isinstance(mapping[name], DictConfig) and "_target_" in mapping[name]:
+                    check_object(mapping[name], f"{group}.{name}")
 
 
 def check_config(cfg: DictConfig, require_all: bool = True) -> None:
@@ -285,6 +299,7 @@ def check_config(cfg: DictConfig, require_all: bool = True) -> None:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes}, but the data has {len(cfg.data.class_names)} "
                           "classes (data.class_names): leave model.num_classes at its default, one output per class")
     check_run_length(cfg)
+    check_early_stopping(cfg)
 
 
 def check_run_length(cfg: DictConfig) -> None:
@@ -294,6 +309,18 @@ def check_run_length(cfg: DictConfig) -> None:
     if scheduler in RUN_LENGTH_ARGUMENT and cfg.trainer.max_epochs == -1 and no_step_limit:
         raise ConfigError(f"trainer.max_epochs=-1 (no limit) gives {scheduler.rsplit('.', 1)[-1]} no run length "
                           "to span: set trainer.max_epochs or +trainer.max_steps, or use scheduler=none")
+
+
+def check_early_stopping(cfg: DictConfig) -> None:
+    """Stopping early cuts a one-cycle schedule off before it anneals, at a high learning rate
+    (a cosine schedule, cut short, has at least decayed from its start)."""
+    callbacks = cfg.get("callbacks") or {}
+    stopping = [name for name in callbacks
+                if OmegaConf.select(callbacks, f"{name}._target_") == "lightning.pytorch.callbacks.EarlyStopping"]
+    if stopping and OmegaConf.select(cfg, "scheduler._target_") == "torch.optim.lr_scheduler.OneCycleLR":
+        raise ConfigError(f"callbacks.{stopping[0]} can stop the run before scheduler=onecycle has annealed the "
+                          "learning rate: use scheduler=cosine or scheduler=none with early stopping, "
+                          "or callbacks=default")
 
 
 class CheckSettings(Callback):

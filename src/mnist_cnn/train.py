@@ -16,19 +16,25 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams
 
 from mnist_cnn.allocator import reuse_freed_memory
 from mnist_cnn.checkpoint_io import DiskFullError
 from mnist_cnn.classifier import Classifier
-from mnist_cnn.config import register_resolvers, run_app
 from mnist_cnn.console import quiet_library_notices
 from mnist_cnn.distributed import end_distributed
 from mnist_cnn.evaluate import test_results, write_metrics
+from mnist_cnn.experiment_trackers import (
+    RecordTrackerRuns,
+    build_loggers,
+    close_trackers,
+    publish_files,
+    record_hyperparameters,
+)
 from mnist_cnn.job_lock import job_running
 from mnist_cnn.mnist_files import MNISTFilesError
 from mnist_cnn.randomness import SeedEachTrainingBatch
@@ -50,47 +56,17 @@ from mnist_cnn.trial_pruning import TrialPruned, TrialTakenOver
 
 log = logging.getLogger(__name__)
 
-# The metrics that sit beside each run's hyperparameters in TensorBoard's HPARAMS tab.
-HPARAMS_METRICS = ("val/acc_best", "test/acc", "test/loss")
 # Failures whose message says all a user needs; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged, DiskFullError, TrialTakenOver)
 # What metrics.json says of a fit that one of these ended; a sweep lists the job as not completed.
+# What a tracker that keeps files receives besides its metrics: the run's record and settings.
+METRICS_FILE, RESOLVED_CONFIG = "metrics.json", "run_config.yaml"
 STOPPED_STATUS = {SIGTERMException: "interrupted", TrainingDiverged: "diverged", DiskFullError: "failed"}
 
 
 def plain(config: DictConfig) -> dict[str, Any]:
     """A resolved copy of a config node as plain Python containers."""
     return OmegaConf.to_container(config, resolve=True) or {}
-
-
-def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that distinguish one run from another, flat and TensorBoard-ready."""
-    flat: dict[str, Any] = {"seed": cfg.seed, "max_epochs": cfg.trainer.max_epochs}
-    for group in ("data", "model", "optimizer", "scheduler"):
-        for key, value in plain(cfg[group]).items():
-            if key == "_target_":
-                flat[group] = value.rsplit(".", 1)[-1]
-            elif key in ("data_dir", "md5", "redownload", "sources", "class_names"):
-                continue  # where the data comes from, not how the run differs
-            elif isinstance(value, dict):  # a nested object, e.g. data.augment: one column per setting
-                flat.update({f"{group}/{key}/{name}": setting for name, setting in value.items() if name != "_target_"})
-            else:
-                flat[f"{group}/{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    flat.setdefault("scheduler", "none")
-    return flat
-
-
-def record_hyperparameters(logger: Logger | None, cfg: DictConfig) -> None:
-    """The run's hyperparameters for TensorBoard's HPARAMS tab; nothing without a TensorBoard logger
-    (`~logger`, or fast_dev_run, which swaps the logger for one that writes nothing)."""
-    if not isinstance(logger, TensorBoardLogger):
-        log.info("no TensorBoard logger: this run writes no events (and no hyperparameters)")
-        return
-    # Written directly rather than through logger.log_hyperparams, which would also
-    # log a placeholder value for every metric at step 0.
-    writer = logger.experiment._get_file_writer()
-    for summary in hparams(hyperparameters(cfg), dict.fromkeys(HPARAMS_METRICS, 0.0)):
-        writer.add_summary(summary)
 
 
 def torch_threads(requested: int | None, launcher: DictConfig, trainer: L.Trainer) -> int:
@@ -150,6 +126,14 @@ def validation_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {} if val_acc_best is None else {"val/acc_best": float(val_acc_best)}
 
 
+def early_stopping_metrics(trainer: L.Trainer) -> dict[str, Any]:
+    """Whether early stopping (`callbacks=early_stopping`) ended the fit, and after which epoch,
+    counted from 1 as `epochs` counts them (null when the fit ran its course)."""
+    early_stopping = trainer.early_stopping_callback
+    stopped = early_stopping is not None and early_stopping.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+    return {"stopped_early": stopped, "stopped_epoch": early_stopping.stopped_epoch + 1 if stopped else None}
+
+
 def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.LightningDataModule,
                  run_dir: Path, resume_from: Path | None) -> dict[str, Any]:
     """Fit (continuing from `resume_from` if given), test the best checkpoint, write metrics.json."""
@@ -179,13 +163,15 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
             print(f"{pruned}\nrun folder: {run_dir}")
         return metrics
 
-    validation = validation_metrics(trainer)
+    # Read before testing: the test pass restores the callbacks' state as best.ckpt saved it.
+    validation, stopping = validation_metrics(trainer), early_stopping_metrics(trainer)
     epochs = trainer.current_epoch
     trainer.test(classifier, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), weights_only=True)
     metrics = {
         **test_results(trainer, classifier),
         **validation,
         "epochs": epochs,
+        **stopping,
         "steps": trainer.global_step,
         "world_size": trainer.world_size,
         "wall_time_s": round(time.perf_counter() - started, 1),
@@ -194,66 +180,68 @@ def fit_and_test(trainer: L.Trainer, classifier: Classifier, datamodule: L.Light
     if trainer.is_global_zero:
         write_metrics(run_dir, metrics)
         best_validation = f"best validation accuracy {validation['val/acc_best']:.2%}, " if validation else ""
+        stopped_early = " (stopped early)" if stopping["stopped_early"] else ""
         print(
             f"test accuracy {metrics['test/acc']:.2%}, test loss {metrics['test/loss']:.4f}, "
-            f"{best_validation}{epochs} epochs in {metrics['wall_time_s']} s\n"
+            f"{best_validation}{epochs} epochs{stopped_early} in {metrics['wall_time_s']} s\n"
             f"run folder: {run_dir}"
         )
     return metrics
 
 
-def callbacks(cfg: DictConfig, logger: Logger | bool) -> list[L.Callback]:
+def callbacks(cfg: DictConfig, loggers: Sequence[Logger]) -> list[L.Callback]:
     """The configured callbacks (none with `~callbacks`), less those the run's settings rule out:
     Lightning refuses a learning-rate monitor without a logger, and a checkpoint callback
     with trainer.enable_checkpointing=false."""
     built = [instantiate(callback) for callback in (cfg.get("callbacks") or {}).values()]
-    ruled_out = () if logger else (LearningRateMonitor,)
+    ruled_out = () if loggers else (LearningRateMonitor,)
     if cfg.trainer.get("enable_checkpointing") is False:
         ruled_out += (ModelCheckpoint,)
     return [callback for callback in built if not isinstance(callback, ruled_out)]
 
 
-def build(cfg: DictConfig, resume_step: int | None = None, extra_callbacks: Sequence[L.Callback] = ()
+def build(cfg: DictConfig, checkpoint: dict | None = None, extra_callbacks: Sequence[L.Callback] = ()
           ) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
-    """The datamodule, classifier and trainer (with its logger and callbacks) that `cfg` describes."""
+    """The datamodule, classifier and trainer (with its loggers and callbacks) that `cfg` describes;
+    a run resumed from `checkpoint` continues its tracker runs."""
     datamodule = instantiate(cfg.data)
     classifier = Classifier(plain(cfg.model), plain(cfg.optimizer), plain(cfg.scheduler) or None,
                             class_names=list(datamodule.class_names), preprocessing=datamodule.preprocessing)
-    logger = False  # `~logger`: Lightning would otherwise add a default one
-    if cfg.get("logger"):
-        # A resumed run drops what its logs recorded after the checkpoint: one step axis, no overlap.
-        logger = instantiate(cfg.logger, **({"purge_step": resume_step} if resume_step is not None else {}))
-    # Not a configurable callback: an exact resume is a property of every run, not an option.
-    seeding = SeedEachTrainingBatch(cfg.seed)
-    trainer = instantiate(cfg.trainer, logger=logger,
-                          callbacks=[seeding, *callbacks(cfg, logger), *extra_callbacks])
+    loggers = build_loggers(cfg.get("logger"), checkpoint)
+    # Not configurable callbacks: an exact resume, in the same tracker runs, is a property of every
+    # run, not an option.
+    continuity = [SeedEachTrainingBatch(cfg.seed), RecordTrackerRuns()]
+    trainer = instantiate(cfg.trainer, logger=loggers or False,  # False: Lightning would add a default one
+                          callbacks=[*continuity, *callbacks(cfg, loggers), *extra_callbacks])
     return datamodule, classifier, trainer
 
 
-def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, resume_step: int | None = None
+def train(cfg: DictConfig, run_dir: Path, resume_from: Path | None = None, checkpoint: dict | None = None
           ) -> dict[str, Any]:
-    """Build data, model, logger and trainer from the config, then fit (continuing from `resume_from`,
-    whose step is `resume_step`) and test; returns the metrics."""
+    """Build data, model, loggers and trainer from the config, then fit (continuing from `resume_from`,
+    whose contents are `checkpoint`) and test; returns the metrics."""
     if cfg.reuse_freed_memory and not reuse_freed_memory():
         log.info("reuse_freed_memory has no effect here: it needs glibc's malloc (Linux)")
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, classifier, trainer = build(cfg, resume_step)
+    datamodule, classifier, trainer = build(cfg, checkpoint)
     # After the trainer is built: its accelerator and devices say how many ranks share the CPUs.
     torch.set_num_threads(torch_threads(cfg.threads, HydraConfig.get().launcher, trainer))
     log.info("torch uses %d threads", torch.get_num_threads())
     if trainer.is_global_zero and not resume_from:
-        record_hyperparameters(trainer.logger, cfg)
+        record_hyperparameters(trainer.loggers, cfg)
 
     try:
         metrics = fit_and_test(trainer, classifier, datamodule, run_dir, resume_from)
+        if trainer.is_global_zero:
+            publish_files(trainer.loggers, {METRICS_FILE: (run_dir / METRICS_FILE).read_text(),
+                                            RESOLVED_CONFIG: OmegaConf.to_yaml(cfg, resolve=True)})
     except BaseException:
         end_distributed(trainer, failed=True)
         raise
+    finally:
+        close_trackers(trainer.loggers)
     end_distributed(trainer)
     return metrics
-
-
-register_resolvers()
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -277,13 +265,12 @@ def run(cfg: DictConfig) -> float | None:
             if continues_earlier_run and not resume_from:
                 discard_event_files(run_dir)
             check_config(cfg)
-            resume_step = None
+            training_state = None
             if resume_from:
                 training_state = read_training_state(resume_from)
                 check_weights_fit(training_state, instantiate(cfg.model))
-                resume_step = training_state["global_step"]
             # A sweeper (e.g. Optuna) maximises what the app returns: select by validation.
-            return train(cfg, run_dir, resume_from, resume_step).get("val/acc_best")
+            return train(cfg, run_dir, resume_from, training_state).get("val/acc_best")
         except Exception as error:
             if hydra_config.mode == RunMode.MULTIRUN:
                 # Hydra 1.3's sweepers stop the whole sweep at the first job that raised, and skip
@@ -300,8 +287,3 @@ def run(cfg: DictConfig) -> float | None:
                 log.error("%s", error)  # the message says it all; HYDRA_FULL_ERROR=1 shows the trace
                 raise SystemExit(1) from None
             raise
-
-
-def main(config_dir: Path) -> None:
-    """The app on the configs in `config_dir` (the conf/ beside the script the user ran)."""
-    run_app(run, config_dir, "train")

@@ -7,13 +7,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_cnn.data import denormalize
 from mnist_cnn.error_analysis import figures, metrics
+from mnist_cnn.experiment_trackers import file_name, publish_image
 
 
 def gather_uneven(module: L.LightningModule, tensor: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,7 @@ def gather_uneven(module: L.LightningModule, tensor: torch.Tensor) -> torch.Tens
 class ErrorAnalysis(L.Callback):
     """Keeps each test batch's images, labels and softmax of the logits that `test_step`
     returns (nothing is predicted twice), then, after the test pass, saves figures to
-    `figures_dir` and TensorBoard's IMAGES tab and fills `summary` for metrics.json.
+    `figures_dir` and the trackers (TensorBoard's IMAGES tab) and fills `summary` for metrics.json.
     Also shows the first training batch once, as a sanity check of what the model sees."""
 
     def __init__(self, figures_dir: str, samples: int, mistakes: int, calibration_bins: int,
@@ -99,12 +99,10 @@ class ErrorAnalysis(L.Callback):
         self._publish(trainer, "test/reliability", figures.reliability_diagram(bins))
 
     def _publish(self, trainer: L.Trainer, tag: str, figure: Figure) -> None:
-        # Drawn once (most of a figure's cost), then the same pixels go to the file and to TensorBoard.
+        # Drawn once (most of a figure's cost), then the same pixels go to the file and to the trackers.
         canvas = FigureCanvasAgg(figure)
         canvas.draw()
         pixels = np.asarray(canvas.buffer_rgba())[..., :3]
         self.figures_dir.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(self.figures_dir / f"{tag.replace('/', '_')}.png")
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(tag, pixels, global_step=trainer.global_step, dataformats="HWC")
+        Image.fromarray(pixels).save(self.figures_dir / f"{file_name(tag)}.png")
+        publish_image(trainer.loggers, tag, pixels, trainer.global_step)
