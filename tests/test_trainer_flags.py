@@ -17,7 +17,7 @@ FLAGS = [
     (["++trainer.overfit_batches=3", "++trainer.max_epochs=2"], 2 * 3, None),
     (["++trainer.enable_checkpointing=false"], 2 * STEPS_PER_EPOCH,
      "checkpointing is off (trainer.enable_checkpointing=false): testing the final weights"),
-    (["~logger"], 2 * STEPS_PER_EPOCH, "no TensorBoard logger: this run writes no events"),
+    (["~logger"], 2 * STEPS_PER_EPOCH, "no logger: this run sends its metrics and hyperparameters to no tracker"),
     (["~callbacks"], 2 * STEPS_PER_EPOCH, None),
     (["++trainer.fast_dev_run=true", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"], 1,
      FAST_DEV_RUN),

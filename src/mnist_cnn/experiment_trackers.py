@@ -5,6 +5,7 @@ The logger group builds one tracker (`logger=mlflow`) or several (`logger=many`:
 them); Lightning sends every metric to each. What Lightning does not send, this module does."""
 
 import csv
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,13 @@ from hydra.utils import get_class, instantiate
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.logger import DummyLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from mnist_cnn.schema import ConfigError
+
+log = logging.getLogger(__name__)
 
 # The metrics that sit beside each run's hyperparameters in TensorBoard's HPARAMS tab.
 HPARAMS_METRICS = ("val/acc_best", "test/acc", "test/loss")
@@ -124,6 +128,11 @@ def rows_up_to(metrics_file: Path, step: int) -> list[dict[str, str]]:
 
 def record_hyperparameters(loggers: Iterable[Logger], cfg: DictConfig) -> None:
     """The run's hyperparameters, for every tracker (TensorBoard: its HPARAMS tab)."""
+    # fast_dev_run swaps the loggers for one that writes nothing.
+    loggers = [logger for logger in loggers if not isinstance(logger, DummyLogger)]
+    if not loggers:
+        log.info("no logger: this run sends its metrics and hyperparameters to no tracker")
+        return
     flat = hyperparameters(cfg)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
