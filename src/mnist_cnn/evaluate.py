@@ -30,11 +30,14 @@ def test_results(trainer: L.Trainer, classifier: Classifier) -> dict[str, Any]:
     return results
 
 
+METRICS_FILE = "metrics.json"  # a run's record, in its folder
+
+
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     # Written aside and renamed: a worker summarising a shared sweep folder never reads half a file.
-    partial = run_dir / "metrics.json.partial"
+    partial = run_dir / f"{METRICS_FILE}.partial"
     partial.write_text(json.dumps(metrics, indent=2) + "\n")
-    partial.replace(run_dir / "metrics.json")
+    partial.replace(run_dir / METRICS_FILE)
 
 
 def evaluate(cfg: DictConfig, classifier: Classifier) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from mnist_cnn.checkpoint_io import DiskFullError
 from mnist_cnn.classifier import Classifier
 from mnist_cnn.console import quiet_library_notices
 from mnist_cnn.distributed import end_distributed
-from mnist_cnn.evaluate import test_results, write_metrics
+from mnist_cnn.evaluate import METRICS_FILE, test_results, write_metrics
 from mnist_cnn.experiment_trackers import (
     RecordTrackerRuns,
     build_loggers,
@@ -58,9 +58,9 @@ log = logging.getLogger(__name__)
 
 # Failures whose message says all a user needs; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, ResumeError, MNISTFilesError, TrainingDiverged, DiskFullError, TrialTakenOver)
+# What a tracker that keeps files receives besides its metrics and metrics.json: the run's settings.
+RESOLVED_CONFIG = "run_config.yaml"
 # What metrics.json says of a fit that one of these ended; a sweep lists the job as not completed.
-# What a tracker that keeps files receives besides its metrics: the run's record and settings.
-METRICS_FILE, RESOLVED_CONFIG = "metrics.json", "run_config.yaml"
 STOPPED_STATUS = {SIGTERMException: "interrupted", TrainingDiverged: "diverged", DiskFullError: "failed"}
 
 
